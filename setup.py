@@ -1,0 +1,38 @@
+"""Installs uninet_mm; dependencies are read from requirements/."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def read_requirements(name: str) -> list:
+    """Requirement lines of requirements/<name>.txt, comments and includes dropped."""
+    lines = (HERE / 'requirements' / f'{name}.txt').read_text().splitlines()
+    return [ln.split('#')[0].strip() for ln in lines
+            if ln.split('#')[0].strip() and not ln.startswith('-')]
+
+
+def read_version() -> str:
+    namespace: dict = {}
+    exec((HERE / 'uninet_mm' / 'version.py').read_text(), namespace)
+    return namespace['__version__']
+
+
+setup(
+    name='uninet_mm',
+    version=read_version(),
+    description='UniNet backbones (ECCV 2022) for mmdetection, mmsegmentation and mmpretrain',
+    long_description=(HERE / 'README.md').read_text() if (HERE / 'README.md').exists() else '',
+    long_description_content_type='text/markdown',
+    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
+    python_requires='>=3.8',
+    install_requires=read_requirements('runtime'),
+    extras_require={
+        'mm': read_requirements('mminstall'),
+        'tests': read_requirements('tests'),
+        'all': read_requirements('mminstall') + read_requirements('tests'),
+    },
+    license='Apache-2.0',
+    zip_safe=False,
+)

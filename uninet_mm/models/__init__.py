@@ -1,0 +1,6 @@
+from .arch_settings import (ARCH_SETTINGS, PAPER_INPUT_SIZES, ArchError, ArchSpec, StageSpec,
+                            parse_arch)
+from .backbones import UniNet
+
+__all__ = ['ARCH_SETTINGS', 'PAPER_INPUT_SIZES', 'ArchError', 'ArchSpec', 'StageSpec',
+           'parse_arch', 'UniNet']

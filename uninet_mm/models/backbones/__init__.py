@@ -1,0 +1,3 @@
+from .uninet import UniNet, UniNetStage
+
+__all__ = ['UniNet', 'UniNetStage']

@@ -1,0 +1,63 @@
+"""The DWConv and Conv GOPs: an inverted-residual block with squeeze-excitation."""
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .common import DropPath, build_norm2d
+from .squeeze_excite import SqueezeExcite
+
+
+class ConvShortcut(nn.Module):
+    """Shortcut of a block that changes width: stride-1 3x3 max-pool, then a 1x1 conv (bias).
+
+    The stride-1 max-pool changes values; the reference has it, so its checkpoints need it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+        self.proj = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pool(x))
+
+
+class ConvBlock(nn.Module):
+    """(B, a, H, W) -> (B, b, H, W) inverted residual, hidden width ``h = int(a * expansion)``.
+
+    expand (only if h != a): BN(a), 1x1 conv a->h, BN(h), GELU;
+    then 3x3 conv (depthwise for the DWConv GOP, dense for the Conv GOP), BN, GELU,
+    squeeze-excitation, 1x1 conv h->b (bias), BN(b) initialised to zero;
+    output = shortcut(x) + drop_path(branch).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, expansion: float,
+                 depthwise: bool = True, drop_path: float = 0.0,
+                 norm_cfg: Optional[Dict] = None):
+        super().__init__()
+        hidden = int(in_channels * expansion)
+        self.shortcut = (nn.Identity() if in_channels == out_channels
+                         else ConvShortcut(in_channels, out_channels))
+        if hidden != in_channels:
+            self.expand = nn.Sequential(
+                build_norm2d(norm_cfg, in_channels),
+                nn.Conv2d(in_channels, hidden, 1, bias=False),
+                build_norm2d(norm_cfg, hidden),
+                nn.GELU())
+        else:
+            self.expand = nn.Identity()
+        self.conv = nn.Conv2d(hidden, hidden, 3, padding=1,
+                              groups=hidden if depthwise else 1, bias=False)
+        self.conv_norm = build_norm2d(norm_cfg, hidden)
+        self.act = nn.GELU()
+        self.se = SqueezeExcite(hidden)
+        self.project = nn.Conv2d(hidden, out_channels, 1)
+        self.project_norm = build_norm2d(norm_cfg, out_channels)
+        self.drop_path = DropPath(drop_path)
+        nn.init.zeros_(self.project_norm.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.act(self.conv_norm(self.conv(self.expand(x))))
+        branch = self.project_norm(self.project(self.se(branch)))
+        return self.shortcut(x) + self.drop_path(branch)

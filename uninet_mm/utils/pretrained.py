@@ -1,0 +1,74 @@
+"""Strict loading of pretrained backbone weights, with errors that say what does not fit."""
+import logging
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose keys or shapes do not fit the model it is loaded into."""
+
+
+def extract_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
+    """The weights of a checkpoint saved bare or under ``state_dict`` / ``model``."""
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
+
+
+def _listing(keys: List[str], limit: int = 10) -> str:
+    shown = ', '.join(map(str, keys[:limit]))
+    return shown + (f', ... ({len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+def load_pretrained_backbone(model: nn.Module, checkpoint: str, prefix: Optional[str] = None,
+                             map_location: str = 'cpu') -> None:
+    """Load ``checkpoint`` (its ``prefix`` part, e.g. ``'backbone.'``) into ``model`` strictly.
+
+    Classification head-conv weights are skipped, with a log line, when the model was built
+    without a head conv. Anything else that is missing, unexpected or of another shape raises
+    :class:`CheckpointMismatchError` listing the keys, before any weight is changed.
+    """
+    loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
+    state_dict = extract_state_dict(loaded)
+    meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        selected = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not selected:
+            heads = sorted({k.split('.')[0] + '.' for k in state_dict})
+            raise CheckpointMismatchError(
+                f'No key of {checkpoint} starts with prefix {prefix!r}; its keys start with '
+                f'{_listing(heads)}. Set init_cfg.prefix to one of those, or convert an '
+                f'official checkpoint with tools/model_converters/uninet_official_to_mm.py')
+    else:
+        selected = dict(state_dict)
+
+    own = model.state_dict()
+    skipped = [k for k in selected
+               if k.startswith('head_conv.') and getattr(model, 'head_conv', 1) is None]
+    missing = [k for k in own if k not in selected]
+    unexpected = [k for k in selected if k not in own and k not in skipped]
+    mismatched = [f'{k}: checkpoint {tuple(selected[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in selected and selected[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f'Checkpoint {checkpoint} does not fit {type(model).__name__}'
+                 + (f' (the checkpoint was made for arch {meta["arch"]})'
+                    if isinstance(meta, dict) and 'arch' in meta else '') + ':']
+        if mismatched:
+            lines.append(f'  {len(mismatched)} shape mismatches: {_listing(mismatched)}')
+        if missing:
+            lines.append(f'  {len(missing)} model keys missing from it: {_listing(missing)}')
+        if unexpected:
+            lines.append(f'  {len(unexpected)} checkpoint keys the model has no place for: '
+                         f'{_listing(unexpected)}')
+        lines.append('Check that the config arch matches the checkpoint, and the prefix.')
+        raise CheckpointMismatchError('\n'.join(lines))
+    model.load_state_dict({k: selected[k] for k in own}, strict=True)
+    print_log(f'Loaded {len(own)} pretrained tensors from {checkpoint}'
+              + (f' (skipped {len(skipped)} head-conv tensors: with_head_conv=False)'
+                 if skipped else ''), logger='current', level=logging.INFO)
