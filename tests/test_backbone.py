@@ -203,3 +203,31 @@ def test_bf16_autocast_is_finite():
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         outs = model(torch.randn(1, 3, 64, 96))
     assert all(torch.isfinite(o.float()).all() for o in outs)
+
+
+# Spec section 1, multiply-adds of the classifier at the paper's input size (B5/B6 rounded).
+PAPER_GFLOPS = {'b0': 0.555, 'b1': 1.118, 'b2': 2.159, 'b3': 4.258, 'b4': 9.429, 'b5': 20.4,
+                'b6': 51.0}
+
+
+class _Classifier(nn.Module):
+    """The reference classifier: backbone with head conv, global average pool, linear."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.backbone = UniNet(arch, out_indices=(6,), with_head_conv=True)
+        self.fc = nn.Linear(1280, 1000)
+
+    def forward(self, x):
+        return self.fc(self.backbone(x)[0].mean((2, 3)))
+
+
+@pytest.mark.parametrize('arch', sorted(PAPER_GFLOPS))
+def test_flops_match_the_paper(arch):
+    from uninet_mm.models.arch_settings import PAPER_INPUT_SIZES
+    from uninet_mm.utils.flops import model_complexity
+
+    size = PAPER_INPUT_SIZES[arch]
+    result = model_complexity(_Classifier(arch).eval(), torch.randn(1, 3, size, size))
+    assert result['flops'] / 1e9 == pytest.approx(PAPER_GFLOPS[arch], rel=0.01)
+    assert result['params'] == CLASSIFIER_PARAMS[arch]
