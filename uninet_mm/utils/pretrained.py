@@ -4,7 +4,6 @@ from typing import Dict, List, Optional
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
 
@@ -33,6 +32,9 @@ def load_pretrained_backbone(model: nn.Module, checkpoint: str, prefix: Optional
     without a head conv. Anything else that is missing, unexpected or of another shape raises
     :class:`CheckpointMismatchError` listing the keys, before any weight is changed.
     """
+    # Imported here: mmengine.runner pulls in the whole training stack (and OpenCV).
+    from mmengine.runner.checkpoint import CheckpointLoader
+
     loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
     state_dict = extract_state_dict(loaded)
     meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
