@@ -1,0 +1,37 @@
+# UniNet-B5 fine-tuned on ImageNet-1k at 384x384, starting from the 224-px run of
+# uninet_b5_in1k.py (paper: trained at 224, then fine-tuned at 384).
+_base_ = ['./uninet_b5_in1k.py']
+
+# Checkpoint of the 224-px run (the whole classifier, head included), loaded with load_from.
+# None: nothing is loaded and the model trains from scratch at 384 (tools/train.py logs a
+# warning saying so).
+finetune_from = None
+load_from = finetune_from
+
+# Paper silent on the fine-tuning recipe. Choice: DeiT's fine-tuning at higher resolution:
+# 30 epochs, AdamW lr 5e-6 per 512 images (1e-5 for the total batch 1024 here, scaled linearly
+# for other batches), weight decay 1e-8, 5 warm-up epochs from lr x0.2 (DeiT: 1e-6 up to 5e-6),
+# cosine decay to half the lr (DeiT's minimum lr equals its base lr at batch 512), same
+# augmentations as the 224 run.
+optim_wrapper = dict(optimizer=dict(lr=1e-5, weight_decay=1e-8))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.2, by_epoch=True, end=5, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min_ratio=0.5, by_epoch=True, begin=5),
+]
+train_cfg = dict(max_epochs=30)
+
+# 384x384 random-resized crops for training; test: resize to 384x384 without cropping, as DeiT and
+# mmpretrain evaluate their 384-px models.
+img_size = 384
+train_pipeline = [
+    dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
+    for t in _base_.train_pipeline
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_size, backend='pillow', interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

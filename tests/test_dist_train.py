@@ -1,0 +1,120 @@
+"""tools/dist_train.sh: two processes on the CPU (gloo) train a tiny Mask R-CNN and finish with
+identical parameters.
+
+Each rank hashes its own parameters at the end of training and tools/train.py logs the hashes of
+all ranks (rank 0 gathers them); the test compares them, and checks that the checkpoint written by
+rank 0 loads with ``weights_only=True``.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from uninet_mm.utils.checkpoint import RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals
+
+from .conftest import tiny_arch
+from .test_resume import unsafe_globals
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_DET_CONFIG = """
+_base_ = [{base!r}]
+data_root = {data_root!r}
+metainfo = dict(classes={classes!r})
+model = dict(
+    backbone=dict(arch={arch!r}, drop_path_rate=0.0, norm_cfg=dict(type='BN', requires_grad=True)),
+    neck=dict(in_channels=[32, 32, 64, 96], out_channels=32),
+    rpn_head=dict(in_channels=32, feat_channels=32),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=32),
+        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes={num_classes}),
+        mask_roi_extractor=dict(out_channels=32),
+        mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32,
+                       num_classes={num_classes})))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/'),
+                 pipeline=[
+                     dict(type='LoadImageFromFile'),
+                     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+                     dict(type='Resize', scale=(96, 64), keep_ratio=True),
+                     dict(type='RandomFlip', prob=0.5),
+                     dict(type='PackDetInputs'),
+                 ]))
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+test_dataloader = None
+test_evaluator = None
+test_cfg = None
+train_cfg = dict(max_epochs=1)
+# A constant, large lr: every step changes the weights a lot, so ranks that fell out of sync
+# would end with visibly different parameters.
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = []
+auto_scale_lr = dict(enable=False)
+# Some iterations of a tiny run can leave the mask head without positives.
+find_unused_parameters = True
+default_hooks = dict(logger=dict(type='LoggerHook', interval=1))
+randomness = dict(seed=0)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def coco_root(tmp_path_factory):
+    from uninet_mm.datasets import make_coco_instances
+    root = tmp_path_factory.mktemp('coco')
+    info = make_coco_instances(root, num_train=8, num_val=2, image_size=(64, 80), seed=0)
+    return info
+
+
+@pytest.mark.slow
+def test_dist_train_two_cpu_processes_end_with_identical_weights(tmp_path, coco_root):
+    pytest.importorskip('mmdet')
+    if shutil.which('bash') is None:
+        pytest.skip('bash is needed for tools/dist_train.sh')
+    config = tmp_path / 'tiny_mask_rcnn.py'
+    config.write_text(TINY_DET_CONFIG.format(
+        base=str(REPO / 'configs' / 'mask_rcnn_uninet_b1_1x.py'),
+        data_root=str(coco_root['root']), classes=tuple(coco_root['classes']),
+        num_classes=len(coco_root['classes']), arch=dict(tiny_arch(), _delete_=True)))
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    cmd = ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), '2',
+           '--work-dir', str(work_dir), '--cfg-options', 'env_cfg.dist_cfg.backend=gloo']
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                          timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+
+    logs = list(work_dir.glob('*/*.log'))
+    assert logs, output[-3000:]
+    log = '\n'.join(p.read_text() for p in logs)
+    # Two processes trained: 8 images / (2 ranks x 2 images) = 2 iterations each.
+    assert 'Epoch(train) [1][2/2]' in log, log[-3000:]
+    assert 'No pretrained backbone' in log
+    match = re.search(r'parameter sha256 per rank: rank0=(\w+) rank1=(\w+)', log)
+    assert match, log[-3000:]
+    assert match.group(1) == match.group(2)
+
+    ckpt = work_dir / 'epoch_1.pth'
+    assert ckpt.is_file()
+    unsafe = unsafe_globals(ckpt)
+    assert unsafe <= RESUME_SAFE_GLOBAL_NAMES, unsafe - RESUME_SAFE_GLOBAL_NAMES
+    register_resume_safe_globals()
+    state = torch.load(ckpt, weights_only=True)
+    assert state['meta']['dataset_meta']['classes'] == tuple(coco_root['classes'])

@@ -1,0 +1,88 @@
+"""Evaluate a checkpoint of a UniNet detector, segmentor or classifier with mmengine's Runner.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
+                                           [--cfg-options KEY=VALUE ...]
+                                           [--launcher none|pytorch|slurm|mpi]
+
+The metrics are logged and printed at the end. Distributed: tools/dist_test.sh (torchrun) or
+tools/slurm_test.sh (srun).
+"""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from uninet_mm.utils.checkpoint import register_resume_safe_globals
+from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
+from uninet_mm.utils.tools_support import enable_visualization, setup_cpu_distributed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a model with a UniNet backbone')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='folder for the evaluation log and metrics '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--show-dir', help='save images with the predictions drawn on them '
+                        'to this folder')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, KEY=VALUE pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_cfg(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show_dir:
+        try:
+            enable_visualization(cfg, args.show_dir)
+        except ValueError as err:
+            raise SystemExit(f'error: {err}')
+    if cfg.launcher != 'none' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Lets torch >= 2.6 (weights_only=True) load checkpoints written by mmengine's Runner.
+    register_resume_safe_globals()
+    cfg = setup_cfg(args)
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
+    try:
+        check_datasets(cfg, splits=('test', ))
+    except DatasetNotFoundError as err:
+        raise SystemExit(f'error: {err}')
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    metrics = runner.test()
+    if runner.rank == 0:
+        for name, value in (metrics or {}).items():
+            print(f'{name}: {value}')
+
+
+if __name__ == '__main__':
+    main()

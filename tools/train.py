@@ -1,0 +1,121 @@
+"""Train a UniNet detector, segmentor or classifier with mmengine's Runner.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                                 [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+Works for every config under configs/ (mmdet, mmseg and mmpretrain scopes alike): the config's
+``default_scope`` selects the registries, ``custom_imports`` registers the UniNet backbone.
+Distributed: tools/dist_train.sh (torchrun) or tools/slurm_train.sh (srun).
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from uninet_mm.utils.checkpoint import register_resume_safe_globals
+from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
+from uninet_mm.utils.tools_support import (log_parameter_hash, setup_cpu_distributed,
+                                           warn_if_training_from_scratch)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model with a UniNet backbone')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='folder for logs and checkpoints '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume training: from CKPT if given, otherwise from the latest checkpoint in the '
+        'work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (needs a GPU)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, KEY=VALUE pairs (e.g. '
+        'train_dataloader.batch_size=4 env_cfg.dist_cfg.backend=gloo)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank (older).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _accelerator_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def setup_cfg(args) -> Config:
+    """Load the config and apply the command-line options to it."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir: command line > config > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        if not _accelerator_available():
+            raise SystemExit('--amp needs a GPU (mmengine\'s AmpOptimWrapper runs on CUDA, NPU, '
+                             'MLU or MUSA devices only); run without --amp on the CPU.')
+        optim_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_type == 'AmpOptimWrapper':
+            print_log('AMP is already enabled in the config.', logger='current',
+                      level=logging.WARNING)
+        else:
+            if optim_type != 'OptimWrapper':
+                raise SystemExit(f'--amp works with OptimWrapper configs, got {optim_type}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    # Fine-tuning configs name the checkpoint they start from as ``finetune_from``; honour it
+    # when it was given with --cfg-options (the config itself already copies it to load_from).
+    if cfg.get('finetune_from') and not cfg.get('load_from') and not cfg.get('resume'):
+        cfg.load_from = cfg.finetune_from
+
+    if cfg.launcher != 'none' and not _accelerator_available():
+        setup_cpu_distributed(cfg)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Lets torch >= 2.6 (weights_only=True) load mmengine's resume checkpoints.
+    register_resume_safe_globals()
+    cfg = setup_cfg(args)
+
+    try:
+        check_datasets(cfg, splits=('train', 'val'))
+    except DatasetNotFoundError as err:
+        raise SystemExit(f'error: {err}')
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    warn_if_training_from_scratch(cfg, runner.logger)
+    runner.train()
+    log_parameter_hash(runner)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,3 @@
+from .pretrained import CheckpointMismatchError, extract_state_dict, load_pretrained_backbone
+
+__all__ = ['CheckpointMismatchError', 'extract_state_dict', 'load_pretrained_backbone']

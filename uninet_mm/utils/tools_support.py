@@ -1,0 +1,119 @@
+"""Helpers shared by tools/train.py and tools/test.py (config set-up around mmengine's Runner)."""
+import hashlib
+import logging
+from datetime import timedelta
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger, print_log
+
+__all__ = ['setup_cpu_distributed', 'warn_if_training_from_scratch', 'log_parameter_hash',
+           'enable_visualization']
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Let mmengine's distributed training/testing run on CPUs (gloo), e.g. for tests.
+
+    mmengine assumes one GPU per process: it calls ``torch.cuda.set_device`` while initialising
+    the process group and hands ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel, both of
+    which fail without a GPU. Here (launcher ``pytorch`` only) the process group is initialised
+    directly, so mmengine skips its own initialisation, and DDP gets ``device_ids=None``, which
+    is how DDP wraps a CPU module. ``nccl`` needs GPUs, so it is replaced by ``gloo``.
+    Call only when no GPU is available.
+    """
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    backend = dist_cfg.get('backend', 'nccl')
+    if backend == 'nccl':
+        print_log('No GPU found: using the gloo backend instead of nccl', logger='current',
+                  level=logging.WARNING)
+        dist_cfg['backend'] = backend = 'gloo'
+    if cfg.get('launcher') == 'pytorch' and not torch.distributed.is_initialized():
+        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        if kwargs.get('timeout') is not None and not isinstance(kwargs['timeout'], timedelta):
+            kwargs['timeout'] = timedelta(seconds=kwargs['timeout'])
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
+
+
+def warn_if_training_from_scratch(cfg: Config, logger: MMLogger) -> bool:
+    """Log a warning when a config that expects pretrained weights gets none; True if it did.
+
+    Detection/segmentation configs declare ``pretrained`` (the ImageNet backbone checkpoint),
+    fine-tuning configs ``finetune_from``; ImageNet training from scratch declares neither.
+    """
+    if cfg.get('resume') or cfg.get('load_from'):
+        return False
+    if 'pretrained' in cfg:
+        backbone = cfg.get('model', {}).get('backbone', {}) or {}
+        init = backbone.get('init_cfg')
+        inits = init if isinstance(init, list) else [init]
+        if any(isinstance(i, dict) and i.get('type') == 'Pretrained' and i.get('checkpoint')
+               for i in inits):
+            return False
+        logger.warning(
+            'No pretrained backbone: `pretrained` is not set in the config, so the UniNet '
+            'backbone is trained from scratch (random initialisation). The published '
+            'detection/segmentation results start from ImageNet-1k weights: set '
+            '`pretrained = "PATH"` in the config to a checkpoint made by '
+            'tools/model_converters/uninet_official_to_mm.py.')
+        return True
+    if 'finetune_from' in cfg:
+        logger.warning(
+            'No checkpoint to fine-tune: `finetune_from` is not set, so the model is trained '
+            'from scratch at the fine-tuning resolution. Set `finetune_from = "PATH"` (or '
+            '--cfg-options finetune_from=PATH) to the checkpoint of the 224-px run.')
+        return True
+    return False
+
+
+def log_parameter_hash(runner) -> None:
+    """After distributed training, log a hash of every rank's parameters; warn if they differ.
+
+    Data-parallel training keeps the parameters of all ranks equal; a mismatch means the ranks
+    drifted apart (and only rank 0's weights were saved). Buffers such as BatchNorm running
+    statistics are left out: with ``broadcast_buffers=False`` and plain BN they legitimately
+    differ per rank.
+    """
+    if runner.world_size <= 1:
+        return
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    gathered = [None] * runner.world_size
+    torch.distributed.all_gather_object(gathered, digest.hexdigest())
+    if runner.rank == 0:
+        runner.logger.info('parameter sha256 per rank: ' +
+                           ' '.join(f'rank{r}={h}' for r, h in enumerate(gathered)))
+        if len(set(gathered)) != 1:
+            runner.logger.warning('the ranks finished training with different parameters')
+
+
+def enable_visualization(cfg: Config, show_dir: str) -> None:
+    """Make the visualization hook of mmdet/mmseg/mmpretrain save drawn predictions to show_dir.
+
+    The three hooks take different arguments, so this follows each package's own test tool.
+    """
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ValueError('--show-dir: the config has no default_hooks.visualization hook')
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        hook['draw'] = True
+        hook['test_out_dir'] = show_dir
+    elif scope == 'mmseg':
+        hook['draw'] = True
+        hook['interval'] = 1
+        cfg.visualizer['save_dir'] = show_dir
+    elif scope == 'mmpretrain':
+        hook['enable'] = True
+        hook['out_dir'] = show_dir
+    else:
+        raise ValueError(f'--show-dir is not supported for default_scope {scope!r}')
