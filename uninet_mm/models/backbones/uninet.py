@@ -1,5 +1,4 @@
 """The UniNet backbone (Liu et al., ECCV 2022) for mmdet, mmseg and mmpretrain."""
-from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -10,16 +9,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..arch_settings import ArchSpec, StageSpec, parse_arch
-from ..layers import DOWNSAMPLE_MODULES, ConvBlock, TransformerBlock, build_norm2d
-
-
-def _conv_norm_act(in_channels: int, out_channels: int, kernel_size: int, stride: int,
-                   norm_cfg: Optional[Dict]) -> nn.Sequential:
-    return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                       padding=kernel_size // 2, bias=False),
-        norm=build_norm2d(norm_cfg, out_channels),
-        act=nn.GELU()))
+from ..layers import DOWNSAMPLE_MODULES, ConvBlock, ConvNormAct, TransformerBlock
+from ..layers.common import on_cpu
 
 
 def _ceil_div(size: int, stride: int) -> int:
@@ -34,7 +25,8 @@ class UniNetStage(nn.Module):
 
     def __init__(self, in_channels: int, spec: StageSpec, drop_paths: Sequence[float],
                  norm_cfg: Optional[Dict], layer_scale_init_value: float,
-                 hw_shape: Optional[Tuple[int, int]] = None, with_cp: bool = False):
+                 hw_shape: Optional[Tuple[int, int]] = None, with_cp: bool = False,
+                 recompute: Optional[bool] = None):
         super().__init__()
         self.with_cp = with_cp
         if spec.dsm is None:
@@ -49,11 +41,12 @@ class UniNetStage(nn.Module):
             if spec.gop in ('DWConv', 'Conv'):
                 blocks.append(ConvBlock(block_in, spec.channels, spec.expansion,
                                         depthwise=spec.gop == 'DWConv', drop_path=drop_path,
-                                        norm_cfg=norm_cfg))
+                                        norm_cfg=norm_cfg, recompute=recompute))
             else:
                 blocks.append(TransformerBlock(spec.channels, spec.expansion, mixer=spec.gop,
                                                drop_path=drop_path, hw_shape=hw_shape,
-                                               layer_scale_init_value=layer_scale_init_value))
+                                               layer_scale_init_value=layer_scale_init_value,
+                                               recompute=recompute))
             block_in = spec.channels
         self.blocks = nn.Sequential(*blocks)
 
@@ -92,6 +85,17 @@ class UniNet(BaseModule):
         layer_scale_init_value: initial value of the transformer blocks' layer scales.
         input_size: (H, W) or int of the input images; needed only by MLP stages, whose
             token mixing has weights per token position.
+        channels_last: run in channels_last memory format inside (the input is converted
+            once; the returned maps are NCHW-contiguous either way). Much faster on CPU:
+            convolutions take their fast oneDNN path and maps and token sequences are views
+            of each other. None (default): on for CPU inputs, off on GPUs (where NCHW
+            measured faster at batch 1).
+        recompute_norm_act: in training, re-derive BatchNorm and GELU outputs in backward
+            instead of storing them: about half the activation memory for a few elementwise
+            passes more (see ``layers/recompute.py``). Outputs, gradients and running
+            statistics are unchanged. A lighter form of ``with_cp``; applies to BatchNorm
+            computed locally (SyncBN across processes and other norms keep the plain path).
+            None (default): on for CPU inputs, off on GPUs (where it costs more time).
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``;
             a checkpoint that does not fit raises an error naming the keys.
     """
@@ -107,6 +111,8 @@ class UniNet(BaseModule):
                  with_cp: bool = False,
                  layer_scale_init_value: float = 1e-6,
                  input_size: Optional[Union[int, Sequence[int]]] = None,
+                 channels_last: Optional[bool] = None,
+                 recompute_norm_act: Optional[bool] = None,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = parse_arch(arch)
@@ -124,8 +130,11 @@ class UniNet(BaseModule):
         self.with_cp = with_cp
         self.with_head_conv = with_head_conv
         self.input_size = self._check_input_size(input_size)
+        self.channels_last = channels_last
 
-        self.stem = _conv_norm_act(3, self.arch.stem_channels, 3, 2, self.norm_cfg)
+        self.recompute_norm_act = recompute_norm_act
+        self.stem = ConvNormAct(3, self.arch.stem_channels, 3, 2, self.norm_cfg,
+                                recompute_norm_act)
         total_blocks = sum(stage.repeats for stage in self.arch.stages)
         rates = torch.linspace(0, drop_path_rate, total_blocks).tolist()
         self.stages = nn.ModuleList()
@@ -136,10 +145,12 @@ class UniNet(BaseModule):
                                  f'needs a fixed token count: pass input_size=(H, W)')
             self.stages.append(UniNetStage(
                 in_channels, spec, rates[first:first + spec.repeats], self.norm_cfg,
-                layer_scale_init_value, hw_shape=hw_shape, with_cp=with_cp))
+                layer_scale_init_value, hw_shape=hw_shape, with_cp=with_cp,
+                recompute=recompute_norm_act))
             in_channels, first = spec.channels, first + spec.repeats
-        self.head_conv = (_conv_norm_act(in_channels, self.arch.head_channels, 1, 1,
-                                         self.norm_cfg) if with_head_conv else None)
+        self.head_conv = (ConvNormAct(in_channels, self.arch.head_channels, 1, 1,
+                                      self.norm_cfg, recompute_norm_act)
+                          if with_head_conv else None)
 
         self.apply(self._init_reference_weights)
         self._freeze_stages()
@@ -214,15 +225,19 @@ class UniNet(BaseModule):
         return info
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """(B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) maps for ``out_indices``."""
+        """(B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) maps for ``out_indices``, contiguous
+        in the default (NCHW) memory format whatever runs inside."""
         outs = {}
+        if on_cpu(self.channels_last, x):
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for index, stage in enumerate(self.stages):
             x = stage(x)
             outs[index] = x
         if self.head_conv is not None:
             outs[self.head_index] = self.head_conv(x)
-        return tuple(outs[i] for i in self.out_indices)
+        # NCHW out: some consumers read raw NCHW memory (e.g. mmcv's CPU RoIAlign)
+        return tuple(outs[i].contiguous() for i in self.out_indices)
 
     # ------------------------------------------------------------------ training behaviour
     def _frozen_modules(self) -> List[nn.Module]:

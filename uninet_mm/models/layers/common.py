@@ -1,8 +1,19 @@
-"""Small building pieces shared by the UniNet blocks: norm layers and stochastic depth."""
-from typing import Dict, Optional
+"""Small building pieces shared by the UniNet blocks: norm layers, stochastic depth, the layout
+helpers between 2D maps and token sequences, and the in-place inference helpers.
+
+Speed notes (CPU): the backbone runs channels_last, so a (B, C, H, W) map and its (B, H*W, C)
+token sequence are views of one buffer. Without autograd (``torch.no_grad()`` /
+``torch.inference_mode()``), norms, GELUs and residual sums of freshly computed tensors are
+written in place: allocating and first-touching a new full-size tensor costs about as much
+as the arithmetic itself on CPU. With autograd on, every op is the plain out-of-place one.
+On GPUs a BatchNorm stays one cuDNN kernel (its affine form would be several small ones).
+"""
+from typing import Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 _NATIVE_NORMS = {'BN': nn.BatchNorm2d, 'BN2d': nn.BatchNorm2d, 'SyncBN': nn.SyncBatchNorm}
 
@@ -38,8 +49,12 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
 
+    @property
+    def is_identity(self) -> bool:
+        return self.p == 0.0 or not self.training
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
+        if self.is_identity:
             return x
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
@@ -47,3 +62,66 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f'p={self.p}'
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C); a free view when ``x`` is channels_last."""
+    batch, channels, height, width = x.shape
+    return x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+
+
+def to_map(tokens: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) -> (B, C, H, W); a free view of contiguous tokens, in channels_last layout
+    (the strides mkldnn convolutions accept without a copy)."""
+    batch, _, channels = tokens.shape
+    return tokens.reshape(batch, hw_shape[0], hw_shape[1], channels).permute(0, 3, 1, 2)
+
+
+def autograd_off() -> bool:
+    """True under ``torch.no_grad()`` / inference mode, where ops may overwrite fresh tensors."""
+    return not torch.is_grad_enabled()
+
+
+def _inference_affine(norm: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(C, 1, 1) scale and shift with ``norm(x) == x * scale + shift`` (running statistics)."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return scale[:, None, None], shift[:, None, None]
+
+
+def norm_act(x: torch.Tensor, norm: nn.Module, act: bool = True) -> torch.Tensor:
+    """``gelu(norm(x))`` (``norm(x)`` if not ``act``) of a fresh (B, C, H, W) ``x``.
+
+    With autograd off, a BatchNorm using running statistics on a CPU tensor is applied as its
+    per-channel affine and, like the GELU, written into ``x`` (``x`` must not be used
+    elsewhere). The BN parameters are untouched; nothing is folded into the convolution.
+    """
+    if not autograd_off():
+        x = norm(x)
+        return F.gelu(x) if act else x
+    if (x.device.type == 'cpu' and isinstance(norm, _BatchNorm) and not norm.training
+            and norm.running_var is not None):
+        scale, shift = _inference_affine(norm)
+        x = torch.addcmul(shift, x, scale, out=x)
+    else:
+        x = norm(x)
+    return torch.ops.aten.gelu_(x) if act else x
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU of a fresh ``x``; in place when autograd is off."""
+    return torch.ops.aten.gelu_(x) if autograd_off() else F.gelu(x)
+
+
+def add_residual(branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """``shortcut + branch`` for a fresh ``branch``; summed into it when autograd is off."""
+    return branch.add_(shortcut) if autograd_off() else shortcut + branch
+
+
+def on_cpu(flag: Optional[bool], x: torch.Tensor) -> bool:
+    """Resolve an optional speed switch: ``None`` means "on for CPU tensors only"."""
+    return x.device.type == 'cpu' if flag is None else flag

@@ -4,8 +4,27 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from .common import DropPath, build_norm2d
-from .squeeze_excite import SqueezeExcite
+from .common import DropPath, add_residual, autograd_off, build_norm2d, norm_act, on_cpu
+from .recompute import ActivationRecompute
+from .squeeze_excite import SqueezeExcite, squeeze_excite_project
+
+
+class ConvNormAct(nn.Module):
+    """(B, C_in, H, W) -> (B, C_out, H', W'): conv (no bias), norm, GELU (the stem and the
+    classification head conv)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 norm_cfg: Optional[Dict], recompute: Optional[bool] = None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                              padding=kernel_size // 2, bias=False)
+        self.norm = build_norm2d(norm_cfg, out_channels)
+        self.act = nn.GELU()
+        self.recompute = recompute
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with ActivationRecompute(on_cpu(self.recompute, x)) as recompute:  # BN out not kept
+            return recompute.norm_act(self.conv(x), self.norm)
 
 
 class ConvShortcut(nn.Module):
@@ -20,7 +39,22 @@ class ConvShortcut(nn.Module):
         self.proj = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.pool(x))
+        fast = autograd_off() and x.device.type == 'cpu'
+        return self.proj(max_pool3x3(x) if fast else self.pool(x))
+
+
+def max_pool3x3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 max-pool, stride 1, padding 1 (padding never wins), as four elementwise maxima of
+    shifted views: rows, then columns. Exactly ``F.max_pool2d(x, 3, 1, 1)``, without the
+    index bookkeeping (faster on CPU at inference; training uses the pool op, whose
+    backward needs no extra stored input)."""
+    rows = x.clone()
+    torch.maximum(rows[:, :, 1:], x[:, :, :-1], out=rows[:, :, 1:])
+    torch.maximum(rows[:, :, :-1], x[:, :, 1:], out=rows[:, :, :-1])
+    out = rows.clone()
+    torch.maximum(out[..., 1:], rows[..., :-1], out=out[..., 1:])
+    torch.maximum(out[..., :-1], rows[..., 1:], out=out[..., :-1])
+    return out
 
 
 class ConvBlock(nn.Module):
@@ -30,12 +64,17 @@ class ConvBlock(nn.Module):
     then 3x3 conv (depthwise for the DWConv GOP, dense for the Conv GOP), BN, GELU,
     squeeze-excitation, 1x1 conv h->b (bias), BN(b) initialised to zero;
     output = shortcut(x) + drop_path(branch).
+
+    The SE gate is folded into the 1x1 conv's weight on channels_last maps. With
+    ``recompute`` (None: on CPU only), the BN and GELU outputs of width h are re-derived in
+    backward instead of stored (see :mod:`.recompute`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, expansion: float,
                  depthwise: bool = True, drop_path: float = 0.0,
-                 norm_cfg: Optional[Dict] = None):
+                 norm_cfg: Optional[Dict] = None, recompute: Optional[bool] = None):
         super().__init__()
+        self.recompute = recompute
         hidden = int(in_channels * expansion)
         self.shortcut = (nn.Identity() if in_channels == out_channels
                          else ConvShortcut(in_channels, out_channels))
@@ -58,6 +97,14 @@ class ConvBlock(nn.Module):
         nn.init.zeros_(self.project_norm.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.act(self.conv_norm(self.conv(self.expand(x))))
-        branch = self.project_norm(self.project(self.se(branch)))
-        return self.shortcut(x) + self.drop_path(branch)
+        with ActivationRecompute(on_cpu(self.recompute, x)) as recompute:
+            branch = recompute.norm_act(self.conv(self._expand(x, recompute)), self.conv_norm)
+            branch = squeeze_excite_project(branch, self.se, self.project)
+        branch = norm_act(branch, self.project_norm, act=False)
+        return add_residual(self.drop_path(branch), self.shortcut(x))
+
+    def _expand(self, x: torch.Tensor, recompute: ActivationRecompute) -> torch.Tensor:
+        if isinstance(self.expand, nn.Identity):
+            return x
+        in_norm, conv, norm, _ = self.expand
+        return recompute.norm_act(conv(recompute.norm(x, in_norm)), norm)

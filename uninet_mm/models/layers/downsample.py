@@ -11,7 +11,7 @@ from torch import nn
 
 from ..arch_settings import HEAD_DIM
 from .attention import multi_head_attention
-from .common import build_norm2d
+from .common import add_residual, build_norm2d, norm_act, to_map, to_tokens
 from .transformer_block import LN_EPS
 
 
@@ -25,13 +25,20 @@ class DownsampleShortcut(nn.Module):
         return self.proj(self.pool(x))
 
 
-def local_branch(in_channels: int, out_channels: int, stride: int,
-                 norm_cfg: Optional[Dict]) -> nn.Sequential:
-    """3x3 depthwise conv of stride s (bias), norm(a), 1x1 conv a -> b (bias)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, in_channels, 3, stride, padding=1, groups=in_channels),
-        build_norm2d(norm_cfg, in_channels),
-        nn.Conv2d(in_channels, out_channels, 1))
+class LocalBranch(nn.Sequential):
+    """(B, a, H, W) -> (B, b, ceil(H/s), ceil(W/s)): 3x3 depthwise conv of stride s (bias),
+    norm(a), 1x1 conv a -> b (bias)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 norm_cfg: Optional[Dict]):
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, stride, padding=1, groups=in_channels),
+            build_norm2d(norm_cfg, in_channels),
+            nn.Conv2d(in_channels, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        depthwise, norm, pointwise = self
+        return pointwise(norm_act(depthwise(x), norm, act=False))
 
 
 class LocalDownsample(nn.Module):
@@ -40,11 +47,11 @@ class LocalDownsample(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  norm_cfg: Optional[Dict] = None):
         super().__init__()
-        self.local = local_branch(in_channels, out_channels, stride, norm_cfg)
+        self.local = LocalBranch(in_channels, out_channels, stride, norm_cfg)
         self.shortcut = DownsampleShortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.local(x) + self.shortcut(x)
+        return add_residual(self.shortcut(x), self.local(x))
 
 
 class LocalGlobalDownsample(nn.Module):
@@ -69,16 +76,15 @@ class LocalGlobalDownsample(nn.Module):
     @staticmethod
     def _build_query(in_channels: int, out_channels: int, stride: int,
                      norm_cfg: Optional[Dict]) -> nn.Module:
-        return local_branch(in_channels, out_channels, stride, norm_cfg)
+        return LocalBranch(in_channels, out_channels, stride, norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query = self.query(x)
-        batch, channels, out_h, out_w = query.shape
-        query = self.query_norm(query.flatten(2).transpose(1, 2))
-        key, value = self.kv(self.kv_norm(x.flatten(2).transpose(1, 2))).chunk(2, dim=-1)
+        out_shape = query.shape[2:]
+        query = self.query_norm(to_tokens(query))
+        key, value = self.kv(self.kv_norm(to_tokens(x))).chunk(2, dim=-1)
         out = self.proj(multi_head_attention(query, key, value, self.num_heads))
-        out = out.transpose(1, 2).reshape(batch, channels, out_h, out_w)
-        return out + self.shortcut(x)
+        return add_residual(self.shortcut(x), to_map(out, out_shape))
 
 
 class SequenceDownsample(nn.Module):

@@ -1,0 +1,111 @@
+# UperNet with a tiny UniNet backbone on the built-in synthetic shapes (ADE20K layout).
+# Sized to train from scratch on a CPU in a few minutes: run it through
+#   python tools/quickstart.py --task seg
+# which generates the data first (data/synthetic_ade), or generate them with
+#   python tools/dataset_converters/make_synthetic_data.py ade20k --out data/synthetic_ade
+_base_ = ['mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py']
+
+custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
+
+# The built-in synthetic data (uninet_mm.datasets.make_ade20k_semantic): class 1 of the label
+# pngs is the background, 2..6 the shapes, 0 unused (reduce_zero_label=True makes them 0..5).
+# mmseg's ADE20KDataset only accepts (subsets of) its own 150 class names, so the same ADE20K
+# folder layout is read with BaseSegDataset and the ADE20K conventions spelled out.
+dataset_type = 'BaseSegDataset'
+ade_conventions = dict(img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
+data_root = 'data/synthetic_ade/ADEChallengeData2016'
+classes = ('background', 'circle', 'rectangle', 'triangle', 'star', 'ring')
+palette = [[120, 120, 120], [220, 20, 60], [0, 130, 255], [255, 170, 0], [150, 60, 220],
+           [0, 190, 110]]
+metainfo = dict(classes=classes, palette=palette)
+image_scale = (320, 256)  # (W, H): the generator's default image size
+crop_size = (256, 256)
+
+uninet_tiny = dict(
+    stem_channels=16,
+    head_channels=1280,
+    stages=[
+        dict(gop='DWConv', dsm=None, expansion=1, channels=16, repeats=1, stride=1),
+        dict(gop='DWConv', dsm='L', expansion=4, channels=32, repeats=1, stride=2),
+        dict(gop='DWConv', dsm='L', expansion=4, channels=48, repeats=2, stride=2),
+        dict(gop='DWConv', dsm='L', expansion=3, channels=64, repeats=2, stride=2),
+        dict(gop='SA', dsm='LG', expansion=2, channels=64, repeats=1, stride=1),
+        dict(gop='SA', dsm='LG', expansion=3, channels=96, repeats=2, stride=2),
+    ])
+norm_cfg = dict(type='BN', requires_grad=True)
+num_classes = len(classes)
+
+model = dict(
+    pretrained=None,
+    data_preprocessor=dict(size=None, size_divisor=32),
+    backbone=dict(
+        _delete_=True,
+        type='UniNet',
+        arch=uninet_tiny,
+        out_indices=(1, 2, 4, 5),
+        drop_path_rate=0.0,
+        norm_cfg=norm_cfg,
+        init_cfg=None),
+    decode_head=dict(
+        in_channels=[32, 48, 64, 96],
+        pool_scales=(1, 2, 3, 6),
+        channels=64,
+        dropout_ratio=0.0,
+        num_classes=num_classes,
+        norm_cfg=norm_cfg),
+    auxiliary_head=dict(
+        in_channels=64,
+        in_index=2,
+        channels=32,
+        dropout_ratio=0.0,
+        num_classes=num_classes,
+        norm_cfg=norm_cfg))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=image_scale, ratio_range=(0.8, 1.25), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.9),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 pipeline=train_pipeline, **ade_conventions))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 pipeline=test_pipeline, **ade_conventions))
+test_dataloader = val_dataloader
+
+max_iters = 600
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
+    clip_grad=dict(max_norm=10.0, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', eta_min=1e-5, power=0.9, by_epoch=False, begin=50, end=max_iters),
+]
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+                    max_keep_ckpts=1),
+    visualization=dict(type='SegVisualizationHook', draw=False))
+visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
+                  name='visualizer', alpha=0.5)
+randomness = dict(seed=0)

@@ -1,0 +1,400 @@
+"""Benchmark UniNet backbones next to mmdet's Swin-T and ResNet-50: latency and peak memory.
+
+    python tools/analysis_tools/benchmark_backbone.py                       # CPU (+ CUDA if any)
+    python tools/analysis_tools/benchmark_backbone.py --quick --sizes 224x224
+    python tools/analysis_tools/benchmark_backbone.py --device cpu --repeats 7 --json bench.json
+
+What is measured, for every model, input size (H x W) and device, at batch 1:
+
+* ``fwd``: forward latency, ``model.eval()`` under ``torch.no_grad()``.
+* ``fwd+bwd``: one training step without the optimizer: ``model.train()``, forward, the sum of
+  the means of all returned maps as loss, ``backward()``, then ``zero_grad(set_to_none=True)``.
+* ``train mem`` / ``infer mem``: peak memory of one such training step / inference forward
+  (activations, gradients, workspaces; the weights and the input are excluded):
+
+  - CPU: every (model, size, mode) runs in a fresh subprocess, which builds the model, runs
+    the step once at the measured size (libraries, JIT kernels and oneDNN primitive caches
+    get loaded), returns freed heap memory to the system (``malloc_trim``), reads its
+    resident set size (RSS, ``/proc/self/statm``), runs the step again and reports the peak
+    RSS during it minus that RSS. The peak is sampled every 2 ms by a thread and, when the
+    step sets a new process high-water mark, taken from ``getrusage().ru_maxrss``. This is
+    real process memory (allocator overheads and oneDNN scratch buffers included), at
+    steady state; tensors smaller than the sampling gap can make small steps (224x224) read
+    a few MiB low.
+  - CUDA: ``torch.cuda.max_memory_allocated()`` during the step minus
+    ``torch.cuda.memory_allocated()`` before it (``reset_peak_memory_stats`` in between),
+    measured after the warm-up inside the latency process (the allocator's counters do not
+    depend on what ran before, so no fresh process is needed).
+
+Latencies come from one process per (device, size) that holds all models and interleaves
+them: after ``--warmup`` steps of each, every round times each model once, fwd then fwd+bwd,
+and the table reports the median over ``--repeats`` rounds, so background noise hits all
+models alike. Every model runs with the same thread count (``--threads``, default: all cores
+available to the process), the same batch size and fp32. ``--timer cpu`` times with the
+process's CPU time instead of the wall clock: on a machine shared with other jobs, and with
+``--threads 1``, that is the latency the step would have on an idle core (with more threads
+it would add up the threads' time, spinning included, so it is refused).
+
+Models (``--models``): ``uninet_b1`` and ``uninet_b3`` (this project, ``out_indices=(1, 2, 4,
+5)``, drop path 0.1 / 0.2 as in the Mask R-CNN configs), ``swin_t`` (mmdet SwinTransformer with
+the Mask R-CNN Swin-T settings, drop path 0.2) and ``resnet50`` (mmdet ResNet depth 50, all
+stages trained, BN in train mode). Without mmdet only the UniNet models are run.
+Ratios printed: UniNet-B3 / Swin-T and UniNet-B1 / ResNet-50.
+"""
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+logger = logging.getLogger('benchmark_backbone')
+
+UNINET_MODELS = ('uninet_b1', 'uninet_b3')
+MMDET_MODELS = ('swin_t', 'resnet50')
+ALL_MODELS = UNINET_MODELS + MMDET_MODELS
+LABELS = dict(uninet_b1='UniNet-B1', uninet_b3='UniNet-B3', swin_t='Swin-T',
+              resnet50='ResNet-50')
+#: (numerator, denominator) pairs whose ratios are printed.
+RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b1', 'resnet50'))
+DEFAULT_SIZES = ('224x224', '800x1333')
+
+
+def mmdet_available() -> bool:
+    try:
+        import mmdet.models  # noqa: F401
+    except Exception as err:  # ImportError, or a broken mmcv build underneath
+        logger.warning('mmdet is not importable (%s): benchmarking only the UniNet models', err)
+        return False
+    return True
+
+
+def build_model(name: str) -> nn.Module:
+    """The backbone called ``name``, randomly initialised (weights do not change speed)."""
+    if name in UNINET_MODELS:
+        from uninet_mm import UniNet
+        return UniNet(name.split('_')[1], out_indices=(1, 2, 4, 5),
+                      drop_path_rate=0.1 if name == 'uninet_b1' else 0.2)
+    from mmdet.models.backbones import ResNet, SwinTransformer
+    if name == 'swin_t':
+        return SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                               window_size=7, mlp_ratio=4, qkv_bias=True, qk_scale=None,
+                               drop_rate=0., attn_drop_rate=0., drop_path_rate=0.2,
+                               patch_norm=True, out_indices=(0, 1, 2, 3), with_cp=False)
+    if name == 'resnet50':
+        return ResNet(depth=50, out_indices=(0, 1, 2, 3))
+    raise ValueError(f'unknown model {name!r}; choose from {ALL_MODELS}')
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'800x1333' -> (800, 1333) as (H, W)."""
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'size must look like HxW (e.g. 800x1333), got {text!r}')
+    return height, width
+
+
+def make_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+    """One inference forward (``fwd``) or one training forward+backward (``train``)."""
+    if mode == 'fwd':
+        def step() -> None:
+            model.eval()
+            with torch.no_grad():
+                model(x)
+    else:
+        def step() -> None:
+            model.train()
+            loss = sum(out.float().mean() for out in model(x))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    return step
+
+
+def sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def current_rss_bytes() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def release_free_heap() -> None:
+    """Return freed heap memory to the system, so the next RSS reading is a true baseline."""
+    gc.collect()
+    libc_name = ctypes.util.find_library('c')
+    if libc_name:
+        try:
+            ctypes.CDLL(libc_name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+def peak_rss_during(step: Callable[[], None], interval_s: float = 0.002) -> int:
+    """Peak RSS (bytes) while ``step`` runs: sampled by a thread, or the new high-water mark."""
+    high_water_before = max_rss_bytes()
+    peak = [current_rss_bytes()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], current_rss_bytes())
+            time.sleep(interval_s)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        step()
+    finally:
+        done.set()
+        sampler.join()
+    high_water = max_rss_bytes()
+    return max(peak[0], high_water if high_water > high_water_before else 0)
+
+
+# ---------------------------------------------------------------------------- workers
+def worker_memory(name: str, size: Tuple[int, int], mode: str) -> Dict:
+    """CPU peak memory of one ``mode`` step in this (fresh) process, in MiB."""
+    torch.manual_seed(0)
+    model = build_model(name)
+    step = make_step(model, torch.randn(1, 3, *size), mode)
+    step()  # warm-up: kernels, primitive caches, gradient buffers' first allocation
+    release_free_heap()
+    base = current_rss_bytes()
+    return dict(peak_mib=(peak_rss_during(step) - base) / 2**20)
+
+
+def worker_latency(names: List[str], size: Tuple[int, int], device: str, repeats: int,
+                   warmup: int, timer: str = 'wall') -> Dict:
+    """Median latencies (ms) of all ``names``, interleaved round by round."""
+    torch.manual_seed(0)
+    steps, params = {}, {}
+    for name in names:
+        model = build_model(name).to(device)
+        params[name] = sum(p.numel() for p in model.parameters())
+        x = torch.randn(1, 3, *size, device=device)
+        for mode in ('fwd', 'train'):
+            steps[name, mode] = make_step(model, x, mode)
+    for key, step in steps.items():
+        for _ in range(warmup):
+            step()
+    memory = {key: cuda_peak_mib(step) for key, step in steps.items()} if device == 'cuda' else {}
+    times = {key: [] for key in steps}
+    clock = time.process_time if timer == 'cpu' else time.perf_counter
+    for round_index in range(repeats):
+        for key, step in steps.items():
+            sync(device)
+            start = clock()
+            step()
+            sync(device)
+            times[key].append((clock() - start) * 1e3)
+        logger.info('round %d/%d done', round_index + 1, repeats)
+    results = {name: dict(params=params[name],
+                          fwd_ms=statistics.median(times[name, 'fwd']),
+                          train_ms=statistics.median(times[name, 'train']),
+                          fwd_runs_ms=times[name, 'fwd'], train_runs_ms=times[name, 'train'])
+               for name in names}
+    for (name, mode), mib in memory.items():
+        results[name]['infer_mib' if mode == 'fwd' else 'train_mib'] = mib
+    return results
+
+
+def cuda_peak_mib(step: Callable[[], None]) -> float:
+    """Peak CUDA memory of one ``step`` above what was allocated before it, in MiB."""
+    sync('cuda')
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    sync('cuda')
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    size = parse_size(args.sizes[0])
+    if args.worker == 'latency':
+        result = worker_latency(args.models, size, args.device[0], args.repeats, args.warmup,
+                                args.timer)
+    else:
+        result = worker_memory(args.models[0], size, args.worker)
+    print('RESULT ' + json.dumps(result), flush=True)
+
+
+def spawn(args: argparse.Namespace, worker: str, models: List[str], size: str, device: str
+          ) -> Optional[Dict]:
+    """Run one worker in a fresh interpreter; None (logged) if it fails, e.g. out of memory."""
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', worker, '--models', *models,
+           '--sizes', size, '--device', device, '--threads', str(args.threads),
+           '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--timer', args.timer]
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE='1') if args.thp else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith('RESULT '):
+            return json.loads(line[len('RESULT '):])
+    logger.error('%s worker for %s at %s on %s failed (exit %d):\n%s', worker, models, size,
+                 device, proc.returncode, proc.stderr[-3000:])
+    return None
+
+
+# ---------------------------------------------------------------------------- reporting
+def fmt(value: Optional[float], digits: int = 0) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def ratio(results: Dict, key: Tuple, num: str, den: str, field: str) -> Optional[float]:
+    a, b = results.get(key + (num,), {}).get(field), results.get(key + (den,), {}).get(field)
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def report(results: Dict, devices: List[str], sizes: List[str], models: List[str]) -> str:
+    fields = (('fwd_ms', 'fwd ms'), ('train_ms', 'fwd+bwd ms'), ('infer_mib', 'infer MiB'),
+              ('train_mib', 'train MiB'))
+    lines = [f'{"device":6} {"size (HxW)":11} {"model":10} {"params M":>8} ' +
+             ' '.join(f'{title:>11}' for _, title in fields)]
+    for device in devices:
+        for size in sizes:
+            for name in models:
+                row = results.get((device, size, name), {})
+                params = row.get('params')
+                lines.append(f'{device:6} {size:11} {LABELS[name]:10} '
+                             f'{fmt(params and params / 1e6, 1):>8} ' +
+                             ' '.join(f'{fmt(row.get(f)):>11}' for f, _ in fields))
+    lines.append('')
+    lines.append('ratios (< 1: UniNet is faster / smaller)')
+    for device in devices:
+        for size in sizes:
+            for num, den in RATIOS:
+                if num in models and den in models:
+                    values = ' '.join(
+                        f'{title} {fmt(ratio(results, (device, size), num, den, f), 2)}'
+                        for f, title in fields)
+                    lines.append(f'{device:6} {size:11} {LABELS[num]}/{LABELS[den]}: {values}')
+    return '\n'.join(lines)
+
+
+def environment() -> Dict:
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    env = dict(torch=torch.__version__, python=platform.python_version(), cpu=cpu,
+               cpu_capability=torch.backends.cpu.get_cpu_capability())
+    if torch.cuda.is_available():
+        env['gpu'] = torch.cuda.get_device_name()
+    return env
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', nargs='+', default=list(DEFAULT_SIZES),
+                        help='input sizes HxW (default: 224x224 800x1333)')
+    parser.add_argument('--models', nargs='+', default=list(ALL_MODELS), choices=ALL_MODELS)
+    parser.add_argument('--device', nargs='+', default=['auto'],
+                        choices=['auto', 'cpu', 'cuda'],
+                        help='auto: cpu, and cuda when available')
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='timed rounds per model (median reported; default 5, quick 2)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed steps per model and mode first (default 2, quick 1)')
+    parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
+                        help='torch threads for every model (default: all available cores)')
+    parser.add_argument('--quick', action='store_true',
+                        help='fewer rounds (2 timed, 1 warm-up): a smoke run, noisier numbers')
+    parser.add_argument('--timer', default='wall', choices=['wall', 'cpu'],
+                        help='wall clock, or process CPU time (CPU only, with --threads 1: '
+                             'latency on an idle core when the machine is shared)')
+    parser.add_argument('--thp', action='store_true',
+                        help='run every model with THP_MEM_ALLOC_ENABLE=1 (PyTorch allocates '
+                             'large CPU tensors on transparent huge pages: fewer page faults)')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the CPU memory workers')
+    parser.add_argument('--json', default=None, metavar='OUT', help='also write results here')
+    parser.add_argument('--worker', default=None, choices=['latency', 'fwd', 'train'],
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    for size in args.sizes:
+        parse_size(size)
+    if args.timer == 'cpu' and (args.threads != 1 or 'cpu' not in args.device):
+        parser.error('--timer cpu needs --device cpu and --threads 1')
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return {}
+    models = list(dict.fromkeys(args.models))
+    mmdet_missing = any(m in MMDET_MODELS for m in models) and not mmdet_available()
+    if mmdet_missing:
+        models = [m for m in models if m in UNINET_MODELS]
+    devices = ['cpu', 'cuda'] if 'auto' in args.device else list(dict.fromkeys(args.device))
+    if 'cuda' in devices and not torch.cuda.is_available():
+        if 'auto' not in args.device:
+            logger.warning('CUDA requested but not available: skipping it')
+        devices.remove('cuda')
+    logger.info('models %s, sizes %s, devices %s, %d threads, %d rounds after %d warm-up',
+                models, args.sizes, devices, args.threads, args.repeats, args.warmup)
+
+    results: Dict[Tuple[str, str, str], Dict] = {}
+    for device in devices:
+        for size in args.sizes:
+            logger.info('[%s %s] latency, interleaved over %s', device, size, models)
+            latency = spawn(args, 'latency', models, size, device) or {}
+            for name in models:
+                results[device, size, name] = dict(latency.get(name, {}))
+            if args.no_memory or device == 'cuda':  # CUDA memory comes with the latencies
+                continue
+            for name in models:
+                for mode, field in (('fwd', 'infer_mib'), ('train', 'train_mib')):
+                    logger.info('[%s %s] %s memory of %s', device, size, mode, name)
+                    memory = spawn(args, mode, [name], size, device)
+                    if memory is not None:
+                        results[device, size, name][field] = memory['peak_mib']
+
+    table = report(results, devices, args.sizes, models)
+    env = environment()
+    print(f'\n{env}\nthreads {args.threads}, batch 1, fp32, {args.timer} time, median of '
+          f'{args.repeats} interleaved rounds{", THP_MEM_ALLOC_ENABLE=1" if args.thp else ""}'
+          f'\n{table}')
+    if mmdet_missing:
+        print('(mmdet is not importable: Swin-T and ResNet-50 were not run)')
+    out = dict(environment=env, threads=args.threads, timer=args.timer, thp=args.thp,
+               repeats=args.repeats,
+               warmup=args.warmup,
+               results=[dict(device=d, size=s, model=m, **v) for (d, s, m), v in results.items()])
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(out, f, indent=2)
+        logger.info('results written to %s', args.json)
+    return out
+
+
+if __name__ == '__main__':
+    main()
