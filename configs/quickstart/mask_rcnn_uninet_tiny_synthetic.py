@@ -36,8 +36,6 @@ model = dict(
         arch=uninet_tiny,
         out_indices=(1, 2, 4, 5),
         drop_path_rate=0.0,
-        # Plain NCHW memory: mmcv's RoIAlign CPU kernel misreads channels_last feature maps.
-        channels_last=False,
         init_cfg=None),
     neck=dict(in_channels=[32, 48, 64, 96], out_channels=neck_channels),
     rpn_head=dict(
