@@ -182,23 +182,29 @@ def test_mmseg_dataset_loads(tmp_path, ade_root, background_class, dataset_type)
                              background_class=False)
     classes = SEMANTIC_CLASSES if background_class else SHAPE_CLASSES
     pipeline = [
-        dict(type='mmseg.LoadImageFromFile'),
-        dict(type='mmseg.LoadAnnotations', reduce_zero_label=True),
-        dict(type='mmseg.PackSegInputs'),
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='PackSegInputs'),
     ]
-    cfg = dict(type=f'mmseg.{dataset_type}', data_root=str(root / 'ADEChallengeData2016'),
+    cfg = dict(type=dataset_type, data_root=str(root / 'ADEChallengeData2016'),
                data_prefix=dict(img_path='images/validation',
                                 seg_map_path='annotations/validation'),
                pipeline=pipeline)
     if dataset_type == 'BaseSegDataset':
         cfg.update(img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
                    metainfo=dict(classes=classes))
-    ds = DATASETS.build(cfg)
-    assert len(ds) == 2
+    from mmengine.registry import DefaultScope
+
+    # Build as mmseg does, under its own default scope: an earlier test may have left another
+    # package's scope current (seen after an mmpretrain config), under which scoped transform
+    # names did not resolve.
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        ds = DATASETS.build(cfg)
+        assert len(ds) == 2
+        samples = [ds[idx] for idx in range(len(ds))]
     if dataset_type == 'BaseSegDataset':
         assert tuple(ds.metainfo['classes']) == classes
-    for idx in range(len(ds)):
-        sample = ds[idx]
+    for idx, sample in enumerate(samples):
         seg = sample['data_samples'].gt_sem_seg.data.numpy()[0]
         raw = np.asarray(Image.open(ds.get_data_info(idx)['seg_map_path']))
         assert seg.shape == SIZE
