@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
                         '--data-root are used as they are unless a data option is given')
     parser.add_argument('--seed', type=int, default=0, help='training seed')
     parser.add_argument('--num-vis', type=int, default=4, help='val images to draw')
-    parser.add_argument('--score-thr', type=float, default=0.3,
+    parser.add_argument('--score-thr', type=float, default=0.5,
                         help='det: lowest score drawn')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch\'s choice, one per core); use 1 '
@@ -142,7 +142,7 @@ def last_val_metrics(runner) -> Dict[str, float]:
 # Pictures
 # ----------------------------------------------------------------------------------------------
 def draw_predictions(runner, task: str, out_dir: Path, num: int,
-                     score_thr: float = 0.3) -> List[Path]:
+                     score_thr: float = 0.5) -> List[Path]:
     """Run the trained model on the first ``num`` val images; draw GT | prediction."""
     import mmcv
     import torch
@@ -177,7 +177,7 @@ def run_quickstart(task: str = 'det', config: Optional[str] = None,
                    data_root: Optional[str] = None, work_dir: Optional[str] = None,
                    iters: Optional[int] = None, num_train: Optional[int] = None,
                    num_val: Optional[int] = None, seed: int = 0, num_vis: int = 4,
-                   score_thr: float = 0.3, batch_size: Optional[int] = None,
+                   score_thr: float = 0.5, batch_size: Optional[int] = None,
                    data_seed: Optional[int] = None) -> dict:
     """Generate data, train, evaluate and draw; returns metrics, paths and timings."""
     from mmengine.runner import Runner

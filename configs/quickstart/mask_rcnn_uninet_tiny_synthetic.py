@@ -100,7 +100,7 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 # Iteration-based schedule from scratch: AdamW, linear warm-up, cosine decay.
-max_iters = 1500
+max_iters = 600
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
 optim_wrapper = dict(
@@ -110,8 +110,8 @@ optim_wrapper = dict(
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
     clip_grad=dict(max_norm=10.0, norm_type=2))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=100, end=max_iters,
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=40),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=40, end=max_iters,
          eta_min_ratio=0.05),
 ]
 default_hooks = dict(

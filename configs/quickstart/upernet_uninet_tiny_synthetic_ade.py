@@ -19,7 +19,7 @@ palette = [[120, 120, 120], [220, 20, 60], [0, 130, 255], [255, 170, 0], [150, 6
            [0, 190, 110]]
 metainfo = dict(classes=classes, palette=palette)
 image_scale = (320, 256)  # (W, H): the generator's default image size
-crop_size = (256, 256)
+crop_size = (256, 320)  # (H, W): training crops as large as the images, so nothing is padded
 
 uninet_tiny = dict(
     stem_channels=16,
@@ -34,6 +34,11 @@ uninet_tiny = dict(
     ])
 norm_cfg = dict(type='BN', requires_grad=True)
 num_classes = len(classes)
+# The background covers ~85% of the pixels; down-weighting it makes the shapes' classes learn
+# several times faster. mmseg 1.2's class-weighted cross-entropy fails on ignored (255)
+# labels, which is why the training crops are never padded and the data have a background
+# class (label 0 never occurs).
+class_weight = [0.2, 1.0, 1.0, 1.0, 1.0, 1.0]
 
 model = dict(
     pretrained=None,
@@ -52,20 +57,22 @@ model = dict(
         channels=64,
         dropout_ratio=0.0,
         num_classes=num_classes,
-        norm_cfg=norm_cfg),
+        norm_cfg=norm_cfg,
+        loss_decode=dict(class_weight=class_weight)),
     auxiliary_head=dict(
         in_channels=64,
         in_index=2,
         channels=32,
         dropout_ratio=0.0,
         num_classes=num_classes,
-        norm_cfg=norm_cfg))
+        norm_cfg=norm_cfg,
+        loss_decode=dict(class_weight=class_weight)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=image_scale, ratio_range=(0.8, 1.25), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.9),
+    dict(type='RandomResize', scale=image_scale, ratio_range=(1.0, 1.3), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
@@ -76,7 +83,7 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
-    batch_size=8,
+    batch_size=4,
     num_workers=1,
     persistent_workers=True,
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
@@ -89,12 +96,12 @@ val_dataloader = dict(
                  pipeline=test_pipeline, **ade_conventions))
 test_dataloader = val_dataloader
 
-max_iters = 600
+max_iters = 800
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01),
+    optimizer=dict(type='AdamW', lr=3e-3, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
     clip_grad=dict(max_norm=10.0, norm_type=2))
 param_scheduler = [

@@ -11,7 +11,6 @@ that, from the model type).
 """
 import argparse
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from mmengine.config import Config
@@ -83,11 +82,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main(out_file: Optional[str] = None) -> None:
+def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
-    out_file = args.out_file or out_file or str(Path(args.image).with_suffix('').name
-                                                + '_pred.jpg')
+    out_file = args.out_file or Path(args.image).stem + '_pred.jpg'
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     if task_of(cfg) == 'seg':
         draw_segmentation(cfg, args.checkpoint, args.image, out_file, args.device,
