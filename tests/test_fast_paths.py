@@ -74,6 +74,28 @@ def test_fast_paths_match_plain_modules(gop, dsm):
         torch.testing.assert_close(fast_buffers[key], plain_buffers[key], msg=key)
 
 
+@pytest.mark.parametrize('gop,dsm', [('DWConv', 'L'), ('Conv', 'LG'), ('SA', 'G')])
+def test_inference_folds_batch_norms_exactly(gop, dsm):
+    """Inference folds every eval-mode BatchNorm into its neighbouring convolution; with
+    autograd on, the same model runs the plain modules."""
+    arch = tiny_arch({3: dict(gop=gop, dsm=dsm), 4: dict(gop=gop, dsm=dsm)})
+    model = UniNet(arch, out_indices=(0, 1, 2, 3, 4, 5), with_head_conv=True).double().eval()
+    _randomize(model)
+    with torch.no_grad():  # BN biases too, so every folded shift is exercised
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.bias.normal_(0, 0.5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 37, 50, dtype=torch.float64)
+    with torch.no_grad():
+        folded = model(x)
+    plain = model(x)
+    for a, b in zip(folded, plain):
+        torch.testing.assert_close(a, b)
+    for key, value in model.state_dict().items():  # nothing folded into the parameters
+        assert torch.equal(value, state[key]), key
+
+
 def test_inference_in_place_leaves_input_and_outputs_intact():
     model = UniNet(tiny_arch(), out_indices=(0, 1, 2, 3, 4, 5)).eval()
     _randomize(model)
@@ -165,3 +187,17 @@ def test_training_under_bf16_autocast():
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_output_gradient_returns_in_channels_last():
+    """NCHW gradients from the neck come back channels_last at the output boundary."""
+    from uninet_mm.models.layers.common import contiguous_output
+    x = torch.randn(2, 4, 3, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    seen = []
+    x.register_hook(lambda grad: seen.append(grad))
+    out = contiguous_output(x)
+    assert out.is_contiguous() and torch.equal(out, x)
+    grad = torch.randn(2, 4, 3, 5)
+    out.backward(grad)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x.grad, grad)

@@ -7,8 +7,9 @@
 What is measured, for every model, input size (H x W) and device, at batch 1:
 
 * ``fwd``: forward latency, ``model.eval()`` under ``torch.no_grad()``.
-* ``fwd+bwd``: one training step without the optimizer: ``model.train()``, forward, the sum of
-  the means of all returned maps as loss, ``backward()``, then ``zero_grad(set_to_none=True)``.
+* ``fwd+bwd``: one training step without the optimizer: ``model.train()``, forward, backward
+  of fixed random dense gradients of all returned maps (NCHW, what a neck's convolutions
+  hand back), then ``zero_grad(set_to_none=True)``.
 * ``train mem`` / ``infer mem``: peak memory of one such training step / inference forward
   (activations, gradients, workspaces; the weights and the input are excluded):
 
@@ -26,14 +27,23 @@ What is measured, for every model, input size (H x W) and device, at batch 1:
     measured after the warm-up inside the latency process (the allocator's counters do not
     depend on what ran before, so no fresh process is needed).
 
-Latencies come from one process per (device, size) that holds all models and interleaves
-them: after ``--warmup`` steps of each, every round times each model once, fwd then fwd+bwd,
-and the table reports the median over ``--repeats`` rounds, so background noise hits all
-models alike. Every model runs with the same thread count (``--threads``, default: all cores
+Latencies come from one process per (device, size, mode) that holds all models and
+interleaves them: after ``--warmup`` steps of each, every round times each model once, and
+the table reports the median over ``--repeats`` rounds, so background noise hits all models
+alike. Inference and training run in separate processes, as they would in use: training
+steps leave the CPU allocator holding a larger heap, which changes inference timings (by
+~10% for some models at 800x1333). Every model runs with the same thread count (``--threads``, default: all cores
 available to the process), the same batch size and fp32. ``--timer cpu`` times with the
 process's CPU time instead of the wall clock: on a machine shared with other jobs, and with
 ``--threads 1``, that is the latency the step would have on an idle core (with more threads
 it would add up the threads' time, spinning included, so it is refused).
+
+Allocator (``--malloc``): with glibc's default, every CPU tensor over 32 MiB is a fresh
+``mmap`` whose pages are faulted in (and zeroed) on first touch; at 800x1333 that is a large
+part of every elementwise op on a full-resolution map. ``--malloc keep`` runs every model
+with ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` raised, so freed memory is
+reused (what jemalloc/tcmalloc give). It changes the ratios (models with more large
+temporaries gain more), so compare both.
 
 Models (``--models``): ``uninet_b1`` and ``uninet_b3`` (this project, ``out_indices=(1, 2, 4,
 5)``, drop path 0.1 / 0.2 as in the Mask R-CNN configs), ``swin_t`` (mmdet SwinTransformer with
@@ -70,6 +80,8 @@ LABELS = dict(uninet_b1='UniNet-B1', uninet_b3='UniNet-B3', swin_t='Swin-T',
 #: (numerator, denominator) pairs whose ratios are printed.
 RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b1', 'resnet50'))
 DEFAULT_SIZES = ('224x224', '800x1333')
+#: glibc thresholds for ``--malloc keep``: no mmap-backed allocations, no heap trimming.
+KEEP_BYTES = 1 << 40
 
 
 def mmdet_available() -> bool:
@@ -115,10 +127,15 @@ def make_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None
             with torch.no_grad():
                 model(x)
     else:
+        grads: List[torch.Tensor] = []
+
         def step() -> None:
             model.train()
-            loss = sum(out.float().mean() for out in model(x))
-            loss.backward()
+            outs = model(x)
+            if not grads:  # fixed dense NCHW gradients, as a neck's convolutions return them
+                grads.extend(torch.randn(o.shape, dtype=o.dtype, device=o.device)
+                             for o in outs)
+            torch.autograd.backward(outs, grads)
             model.zero_grad(set_to_none=True)
     return step
 
@@ -181,16 +198,16 @@ def worker_memory(name: str, size: Tuple[int, int], mode: str) -> Dict:
     return dict(peak_mib=(peak_rss_during(step) - base) / 2**20)
 
 
-def worker_latency(names: List[str], size: Tuple[int, int], device: str, repeats: int,
-                   warmup: int, timer: str = 'wall') -> Dict:
-    """Median latencies (ms) of all ``names``, interleaved round by round."""
+def worker_latency(names: List[str], size: Tuple[int, int], device: str, modes: List[str],
+                   repeats: int, warmup: int, timer: str = 'wall') -> Dict:
+    """Median latencies (ms) of all ``names`` in ``modes``, interleaved round by round."""
     torch.manual_seed(0)
     steps, params = {}, {}
     for name in names:
         model = build_model(name).to(device)
         params[name] = sum(p.numel() for p in model.parameters())
         x = torch.randn(1, 3, *size, device=device)
-        for mode in ('fwd', 'train'):
+        for mode in modes:
             steps[name, mode] = make_step(model, x, mode)
     for key, step in steps.items():
         for _ in range(warmup):
@@ -206,11 +223,9 @@ def worker_latency(names: List[str], size: Tuple[int, int], device: str, repeats
             sync(device)
             times[key].append((clock() - start) * 1e3)
         logger.info('round %d/%d done', round_index + 1, repeats)
-    results = {name: dict(params=params[name],
-                          fwd_ms=statistics.median(times[name, 'fwd']),
-                          train_ms=statistics.median(times[name, 'train']),
-                          fwd_runs_ms=times[name, 'fwd'], train_runs_ms=times[name, 'train'])
-               for name in names}
+    results = {name: dict(params=params[name]) for name in names}
+    for (name, mode), runs in times.items():
+        results[name].update({f'{mode}_ms': statistics.median(runs), f'{mode}_runs_ms': runs})
     for (name, mode), mib in memory.items():
         results[name]['infer_mib' if mode == 'fwd' else 'train_mib'] = mib
     return results
@@ -229,9 +244,9 @@ def cuda_peak_mib(step: Callable[[], None]) -> float:
 def run_worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     size = parse_size(args.sizes[0])
-    if args.worker == 'latency':
-        result = worker_latency(args.models, size, args.device[0], args.repeats, args.warmup,
-                                args.timer)
+    if args.worker in ('latency-fwd', 'latency-train'):
+        result = worker_latency(args.models, size, args.device[0], [args.worker[8:]],
+                                args.repeats, args.warmup, args.timer)
     else:
         result = worker_memory(args.models[0], size, args.worker)
     print('RESULT ' + json.dumps(result), flush=True)
@@ -243,7 +258,11 @@ def spawn(args: argparse.Namespace, worker: str, models: List[str], size: str, d
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', worker, '--models', *models,
            '--sizes', size, '--device', device, '--threads', str(args.threads),
            '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--timer', args.timer]
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE='1') if args.thp else None
+    env = dict(os.environ)
+    if args.thp:
+        env['THP_MEM_ALLOC_ENABLE'] = '1'
+    if args.malloc == 'keep':
+        env.update(MALLOC_MMAP_THRESHOLD_=str(KEEP_BYTES), MALLOC_TRIM_THRESHOLD_=str(KEEP_BYTES))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith('RESULT '):
@@ -327,10 +346,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--thp', action='store_true',
                         help='run every model with THP_MEM_ALLOC_ENABLE=1 (PyTorch allocates '
                              'large CPU tensors on transparent huge pages: fewer page faults)')
+    parser.add_argument('--malloc', default='default', choices=['default', 'keep'],
+                        help="glibc malloc as configured, or 'keep': freed memory is reused "
+                             'instead of returned to the system (see above)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the CPU memory workers')
     parser.add_argument('--json', default=None, metavar='OUT', help='also write results here')
-    parser.add_argument('--worker', default=None, choices=['latency', 'fwd', 'train'],
+    parser.add_argument('--worker', default=None,
+                        choices=['latency-fwd', 'latency-train', 'fwd', 'train'],
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats is None:
@@ -365,10 +388,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     results: Dict[Tuple[str, str, str], Dict] = {}
     for device in devices:
         for size in args.sizes:
-            logger.info('[%s %s] latency, interleaved over %s', device, size, models)
-            latency = spawn(args, 'latency', models, size, device) or {}
             for name in models:
-                results[device, size, name] = dict(latency.get(name, {}))
+                results[device, size, name] = {}
+            for mode in ('fwd', 'train'):
+                logger.info('[%s %s] %s latency, interleaved over %s', device, size, mode,
+                            models)
+                latency = spawn(args, f'latency-{mode}', models, size, device) or {}
+                for name in models:
+                    results[device, size, name].update(latency.get(name, {}))
             if args.no_memory or device == 'cuda':  # CUDA memory comes with the latencies
                 continue
             for name in models:
@@ -381,11 +408,13 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     table = report(results, devices, args.sizes, models)
     env = environment()
     print(f'\n{env}\nthreads {args.threads}, batch 1, fp32, {args.timer} time, median of '
-          f'{args.repeats} interleaved rounds{", THP_MEM_ALLOC_ENABLE=1" if args.thp else ""}'
+          f'{args.repeats} interleaved rounds, malloc {args.malloc}'
+          f'{", THP_MEM_ALLOC_ENABLE=1" if args.thp else ""}'
           f'\n{table}')
     if mmdet_missing:
         print('(mmdet is not importable: Swin-T and ResNet-50 were not run)')
     out = dict(environment=env, threads=args.threads, timer=args.timer, thp=args.thp,
+               malloc=args.malloc,
                repeats=args.repeats,
                warmup=args.warmup,
                results=[dict(device=d, size=s, model=m, **v) for (d, s, m), v in results.items()])

@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..arch_settings import ArchSpec, StageSpec, parse_arch
 from ..layers import DOWNSAMPLE_MODULES, ConvBlock, ConvNormAct, TransformerBlock
-from ..layers.common import on_cpu
+from ..layers.common import contiguous_output, on_cpu
 
 
 def _ceil_div(size: int, stride: int) -> int:
@@ -237,7 +237,7 @@ class UniNet(BaseModule):
         if self.head_conv is not None:
             outs[self.head_index] = self.head_conv(x)
         # NCHW out: some consumers read raw NCHW memory (e.g. mmcv's CPU RoIAlign)
-        return tuple(outs[i].contiguous() for i in self.out_indices)
+        return tuple(contiguous_output(outs[i]) for i in self.out_indices)
 
     # ------------------------------------------------------------------ training behaviour
     def _frozen_modules(self) -> List[nn.Module]:

@@ -77,6 +77,33 @@ def to_map(tokens: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
     return tokens.reshape(batch, hw_shape[0], hw_shape[1], channels).permute(0, 3, 1, 2)
 
 
+class _ContiguousOutput(torch.autograd.Function):
+    """``x.contiguous()`` whose backward returns the gradient in ``x``'s layout."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.channels_last = (x.is_contiguous(memory_format=torch.channels_last)
+                             and not x.is_contiguous())
+        return x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        if ctx.channels_last:
+            return grad.contiguous(memory_format=torch.channels_last)
+        return grad
+
+
+def contiguous_output(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map -> NCHW-contiguous map for consumers outside the backbone.
+
+    The gradient that comes back (NCHW from a neck's convolutions, or a broadcast scalar) is
+    turned back into ``x``'s channels_last layout once here: a mixed-layout gradient would
+    otherwise flow down the residual stream and put every BatchNorm backward of the stage on
+    its slow path (about 5x slower on CPU).
+    """
+    return _ContiguousOutput.apply(x) if torch.is_grad_enabled() else x.contiguous()
+
+
 def autograd_off() -> bool:
     """True under ``torch.no_grad()`` / inference mode, where ops may overwrite fresh tensors."""
     return not torch.is_grad_enabled()
@@ -91,6 +118,39 @@ def _inference_affine(norm: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
     if norm.bias is not None:
         shift = shift + norm.bias
     return scale[:, None, None], shift[:, None, None]
+
+
+def foldable(norm: nn.Module) -> bool:
+    """True for a BatchNorm that is a fixed per-channel affine (eval mode, running stats)."""
+    return (isinstance(norm, _BatchNorm) and not norm.training
+            and norm.running_var is not None)
+
+
+def folds_norms(x: torch.Tensor, *norms: nn.Module) -> bool:
+    """Whether inference on ``x`` may fold ``norms`` into the adjacent convolutions: autograd
+    off, a CPU tensor and every norm :func:`foldable`. The folded weights are recomputed each
+    call (cheap: weights are small), so parameters and checkpoints never change."""
+    return autograd_off() and x.device.type == 'cpu' and all(map(foldable, norms))
+
+
+def fold_norms(weight: torch.Tensor, bias: Optional[torch.Tensor], after: nn.Module,
+               before: Optional[nn.Module] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the conv/linear computing ``after(layer(before(x)))``.
+
+    ``weight`` is (O, I, ...) with optional (O,) ``bias``; ``after`` (O channels) and
+    ``before`` (I channels, only valid for a layer without padding and groups) are
+    :func:`foldable` BatchNorms.
+    """
+    expand = (slice(None),) + (None,) * (weight.ndim - 1)
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    if before is not None:
+        scale, shift = (t.flatten() for t in _inference_affine(before))
+        bias = bias + weight.reshape(*weight.shape[:2], -1).sum(2) @ shift
+        weight = weight * scale[(None,) + expand[:-1]]
+    scale, shift = (t.flatten() for t in _inference_affine(after))
+    return weight * scale[expand], torch.addcmul(shift, bias, scale)
 
 
 def norm_act(x: torch.Tensor, norm: nn.Module, act: bool = True) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """The DWConv and Conv GOPs: an inverted-residual block with squeeze-excitation."""
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .common import DropPath, add_residual, autograd_off, build_norm2d, norm_act, on_cpu
+from .common import (DropPath, add_residual, autograd_off, build_norm2d, fold_norms, folds_norms,
+                     norm_act, on_cpu)
 from .recompute import ActivationRecompute
 from .squeeze_excite import SqueezeExcite, squeeze_excite_project
 
@@ -23,8 +25,18 @@ class ConvNormAct(nn.Module):
         self.recompute = recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if folds_norms(x, self.norm):
+            return torch.ops.aten.gelu_(folded_conv(x, self.conv, self.norm))
         with ActivationRecompute(on_cpu(self.recompute, x)) as recompute:  # BN out not kept
             return recompute.norm_act(self.conv(x), self.norm)
+
+
+def folded_conv(x: torch.Tensor, conv: nn.Conv2d, after: nn.Module,
+                before: Optional[nn.Module] = None) -> torch.Tensor:
+    """``after(conv(before(x)))`` as one convolution, for eval-mode BatchNorms at inference
+    (see :func:`~.common.fold_norms`; ``before`` needs a 1x1 conv without groups)."""
+    weight, bias = fold_norms(conv.weight, conv.bias, after, before)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class ConvShortcut(nn.Module):
@@ -97,6 +109,8 @@ class ConvBlock(nn.Module):
         nn.init.zeros_(self.project_norm.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if folds_norms(x, *self._norms()):
+            return self._forward_folded(x)
         with ActivationRecompute(on_cpu(self.recompute, x)) as recompute:
             branch = recompute.norm_act(self.conv(self._expand(x, recompute)), self.conv_norm)
             branch = squeeze_excite_project(branch, self.se, self.project)
@@ -108,3 +122,20 @@ class ConvBlock(nn.Module):
             return x
         in_norm, conv, norm, _ = self.expand
         return recompute.norm_act(conv(recompute.norm(x, in_norm)), norm)
+
+    def _norms(self) -> List[nn.Module]:
+        expand_norms = [] if isinstance(self.expand, nn.Identity) else list(self.expand[::2])
+        return expand_norms + [self.conv_norm, self.project_norm]
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with every BatchNorm folded into its neighbouring convolution: three
+        convolutions (the SE-gated projection one batched matmul) and two in-place GELUs."""
+        branch = x
+        if not isinstance(self.expand, nn.Identity):
+            in_norm, conv, norm, _ = self.expand
+            branch = torch.ops.aten.gelu_(folded_conv(x, conv, norm, before=in_norm))
+        branch = torch.ops.aten.gelu_(folded_conv(branch, self.conv, self.conv_norm))
+        projection = fold_norms(self.project.weight.flatten(1), self.project.bias,
+                                self.project_norm)
+        branch = squeeze_excite_project(branch, self.se, self.project, projection)
+        return add_residual(self.drop_path(branch), self.shortcut(x))

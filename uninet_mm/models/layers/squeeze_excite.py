@@ -1,5 +1,5 @@
 """Squeeze-and-excitation with a hard-sigmoid gate, as in the reference DWConv block."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -103,22 +103,25 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(x)[:, :, None, None]
 
 
-def squeeze_excite_project(x: torch.Tensor, se: SqueezeExcite, proj: nn.Conv2d
+def squeeze_excite_project(x: torch.Tensor, se: SqueezeExcite, proj: nn.Conv2d,
+                           weight_bias: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
                            ) -> torch.Tensor:
     """``proj(se(x))`` for a 1x1 ``proj`` with bias: (B, C, H, W) -> (B, O, H, W).
 
     On a channels_last ``x`` the per-sample SE gate is folded into the projection weight, so
     the gating is one batched matmul over the token view instead of an extra elementwise
-    pass (and, in training, an extra stored activation).
+    pass (and, in training, an extra stored activation). ``weight_bias`` replaces the
+    projection's (O, C) weight and (O,) bias (e.g. with a following norm folded in).
     """
+    proj_w, proj_b = weight_bias or (proj.weight.flatten(1), proj.bias)
     if not x.is_contiguous(memory_format=torch.channels_last):
-        return proj(se(x))
-    gate_params, proj_w = se.gate_params(), proj.weight.flatten(1)
+        return F.conv2d(se(x), proj_w[:, :, None, None], proj_b)
+    gate_params = se.gate_params()
     # tracers and autocast (whose casts the hand-written backward does not replay) get the
     # plain ops, which autograd differentiates itself
     if (torch.is_grad_enabled() and not torch.jit.is_tracing()
             and not _autocast_enabled(x.device.type)):
-        out = _SqueezeExciteProject.apply(x, *gate_params, proj_w, proj.bias)
+        out = _SqueezeExciteProject.apply(x, *gate_params, proj_w, proj_b)
     else:
-        out = _gated_matmul(to_tokens(x), gate_params, proj_w, proj.bias)[0]
+        out = _gated_matmul(to_tokens(x), gate_params, proj_w, proj_b)[0]
     return to_map(out, x.shape[2:])
