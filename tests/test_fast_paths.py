@@ -201,3 +201,22 @@ def test_output_gradient_returns_in_channels_last():
     out.backward(grad)
     assert seen[0].is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(x.grad, grad)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                    reason='this torch build has no oneDNN: conv and GELU run separately')
+@pytest.mark.parametrize('groups,kernel', [(1, 1), (12, 3)])
+def test_fused_conv_gelu_matches_conv_norm_gelu(groups, kernel):
+    from uninet_mm.models.layers.conv_block import folded_conv, fused_conv_gelu_available
+    conv = torch.nn.Conv2d(12, 12, kernel, padding=kernel // 2, groups=groups, bias=False)
+    norm = torch.nn.BatchNorm2d(12).eval()
+    with torch.no_grad():
+        norm.running_mean.normal_(0, 0.3)
+        norm.running_var.uniform_(0.5, 2)
+        norm.bias.normal_(0, 0.5)
+    x = torch.randn(2, 12, 9, 14).contiguous(memory_format=torch.channels_last)
+    assert fused_conv_gelu_available(x)  # the fast path is really taken here
+    with torch.no_grad():
+        fused = folded_conv(x, conv, norm, gelu=True)
+        expected = F.gelu(norm(conv(x)))
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
 """The DWConv and Conv GOPs: an inverted-residual block with squeeze-excitation."""
+import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -9,6 +10,8 @@ from .common import (DropPath, add_residual, autograd_off, build_norm2d, fold_no
                      norm_act, on_cpu)
 from .recompute import ActivationRecompute
 from .squeeze_excite import SqueezeExcite, squeeze_excite_project
+
+logger = logging.getLogger(__name__)
 
 
 class ConvNormAct(nn.Module):
@@ -26,17 +29,56 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if folds_norms(x, self.norm):
-            return torch.ops.aten.gelu_(folded_conv(x, self.conv, self.norm))
+            return folded_conv(x, self.conv, self.norm, gelu=True)
         with ActivationRecompute(on_cpu(self.recompute, x)) as recompute:  # BN out not kept
             return recompute.norm_act(self.conv(x), self.norm)
 
 
 def folded_conv(x: torch.Tensor, conv: nn.Conv2d, after: nn.Module,
-                before: Optional[nn.Module] = None) -> torch.Tensor:
-    """``after(conv(before(x)))`` as one convolution, for eval-mode BatchNorms at inference
-    (see :func:`~.common.fold_norms`; ``before`` needs a 1x1 conv without groups)."""
+                before: Optional[nn.Module] = None, gelu: bool = False) -> torch.Tensor:
+    """``after(conv(before(x)))``, then GELU if ``gelu``, as one convolution, for eval-mode
+    BatchNorms at inference (see :func:`~.common.fold_norms`; ``before`` needs a 1x1 conv
+    without groups). Where oneDNN can, the GELU runs inside the convolution (see
+    :func:`fused_conv_gelu_available`) instead of as another pass over the map."""
     weight, bias = fold_norms(conv.weight, conv.bias, after, before)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if gelu and fused_conv_gelu_available(x):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups, 'gelu', [], 'none')
+    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return torch.ops.aten.gelu_(out) if gelu else out
+
+
+_FUSED_CONV_GELU: Optional[bool] = None
+
+
+def fused_conv_gelu_available(x: torch.Tensor) -> bool:
+    """Whether ``x`` (CPU, float32, channels_last) can take oneDNN's convolution with an
+    exact (erf) GELU post-op, ``torch.ops.mkldnn._convolution_pointwise`` (the op torch's
+    inductor fuses CPU conv + GELU into). It is an internal op, so on first use it is
+    probed against ``F.conv2d`` + GELU and, if it is missing or disagrees, never used."""
+    global _FUSED_CONV_GELU
+    if not (x.device.type == 'cpu' and x.dtype == torch.float32
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        return False
+    if _FUSED_CONV_GELU is None:
+        _FUSED_CONV_GELU = _probe_fused_conv_gelu()
+    return _FUSED_CONV_GELU
+
+
+def _probe_fused_conv_gelu() -> bool:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 5, 7, generator=generator).contiguous(
+        memory_format=torch.channels_last)
+    weight, bias = torch.randn(8, 1, 3, 3, generator=generator), torch.randn(8, generator=generator)
+    try:
+        fused = torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, [1, 1], [1, 1], [1, 1], 8, 'gelu', [], 'none')
+    except (AttributeError, RuntimeError) as err:
+        logger.debug('oneDNN conv + GELU unavailable (%s): using conv, then GELU', err)
+        return False
+    expected = F.gelu(F.conv2d(x, weight, bias, 1, 1, 1, 8))
+    return bool(torch.allclose(fused, expected, rtol=1e-5, atol=1e-6))
 
 
 class ConvShortcut(nn.Module):
@@ -133,8 +175,8 @@ class ConvBlock(nn.Module):
         branch = x
         if not isinstance(self.expand, nn.Identity):
             in_norm, conv, norm, _ = self.expand
-            branch = torch.ops.aten.gelu_(folded_conv(x, conv, norm, before=in_norm))
-        branch = torch.ops.aten.gelu_(folded_conv(branch, self.conv, self.conv_norm))
+            branch = folded_conv(x, conv, norm, before=in_norm, gelu=True)
+        branch = folded_conv(branch, self.conv, self.conv_norm, gelu=True)
         projection = fold_norms(self.project.weight.flatten(1), self.project.bias,
                                 self.project_norm)
         branch = squeeze_excite_project(branch, self.se, self.project, projection)
