@@ -220,3 +220,16 @@ def test_fused_conv_gelu_matches_conv_norm_gelu(groups, kernel):
         fused = folded_conv(x, conv, norm, gelu=True)
         expected = F.gelu(norm(conv(x)))
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_traced_inference_matches_eager():
+    """torch.jit.trace (what exporters build on) records plain ops, not the oneDNN-only one."""
+    model = UniNet(tiny_arch(), out_indices=(1, 2, 3)).eval()
+    _randomize(model)
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        graph = str(traced.inlined_graph)
+        assert 'mkldnn' not in graph
+        for a, b in zip(traced(x), model(x)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -101,7 +101,9 @@ def contiguous_output(x: torch.Tensor) -> torch.Tensor:
     otherwise flow down the residual stream and put every BatchNorm backward of the stage on
     its slow path (about 5x slower on CPU).
     """
-    return _ContiguousOutput.apply(x) if torch.is_grad_enabled() else x.contiguous()
+    if torch.is_grad_enabled() and not torch.jit.is_tracing():
+        return _ContiguousOutput.apply(x)
+    return x.contiguous()
 
 
 def autograd_off() -> bool:

@@ -59,7 +59,8 @@ def fused_conv_gelu_available(x: torch.Tensor) -> bool:
     probed against ``F.conv2d`` + GELU and, if it is missing or disagrees, never used."""
     global _FUSED_CONV_GELU
     if not (x.device.type == 'cpu' and x.dtype == torch.float32
-            and x.is_contiguous(memory_format=torch.channels_last)):
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.jit.is_tracing()):  # exporters know conv and GELU, not this op
         return False
     if _FUSED_CONV_GELU is None:
         _FUSED_CONV_GELU = _probe_fused_conv_gelu()
