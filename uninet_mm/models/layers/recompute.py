@@ -7,6 +7,8 @@ input, ``y = x * scale + shift`` with the batch statistics of the forward pass, 
 ``x`` needs to be kept: when backward asks for ``y`` or ``gelu(y)``, they are recomputed from
 ``x`` (two elementwise passes). The weights, the running statistics and the gradients are
 those of the plain modules; only what autograd stores changes (via saved-tensor hooks).
+A BN + GELU pair in training runs as one autograd node (:class:`_BatchNormGELU`) whose
+forward and backward overwrite their own fresh intermediates instead of allocating more.
 """
 from typing import Dict, Optional, Tuple
 
@@ -14,9 +16,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .common import gelu, norm_act
+from .squeeze_excite import _autocast_enabled
 
 _Affine = Tuple[torch.Tensor, torch.Tensor]
 
@@ -31,9 +35,10 @@ def _runs_locally(norm: nn.Module) -> bool:
     return True
 
 
-def batch_norm_with_affine(norm: _BatchNorm, x: torch.Tensor) -> Tuple[torch.Tensor, _Affine]:
+def batch_norm_with_affine(norm: _BatchNorm, x: torch.Tensor, with_stats: bool = False):
     """``norm(x)`` (same statistics and running-stat updates as ``norm.forward``) and the
-    detached (C, 1, 1) scale and shift for which ``norm(x) == x * scale + shift``."""
+    detached (C, 1, 1) scale and shift for which ``norm(x) == x * scale + shift``; with
+    ``with_stats`` also the (C,) mean and inverse standard deviation it normalised with."""
     momentum = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -53,7 +58,8 @@ def batch_norm_with_affine(norm: _BatchNorm, x: torch.Tensor) -> Tuple[torch.Ten
     with torch.no_grad():
         scale = invstd if norm.weight is None else invstd * norm.weight
         shift = -mean * scale if norm.bias is None else norm.bias - mean * scale
-    return y, (scale[:, None, None], shift[:, None, None])
+    affine = (scale[:, None, None], shift[:, None, None])
+    return (y, affine, (mean, invstd)) if with_stats else (y, affine)
 
 
 class _Rederive:
@@ -80,6 +86,34 @@ class _Rederive:
 
     def get(self, kind: str) -> torch.Tensor:
         return self.norm_out(keep=False) if kind == 'norm' else F.gelu(self.norm_out(keep=True))
+
+
+class _BatchNormGELU(torch.autograd.Function):
+    """``gelu(norm(x))`` for a BatchNorm in training mode (batch statistics), as one autograd
+    node: the GELU is written over the fresh BN output, and in backward the GELU gradient is
+    written over the re-derived BN output, two full-size allocations fewer than BN then GELU
+    (on CPU a fresh large tensor costs about as much as the pass that fills it). Keeps ``x``
+    and the (C,) batch statistics; the same kernels run, so values are unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, norm, holder):
+        y, affine, (mean, invstd) = batch_norm_with_affine(norm, x, with_stats=True)
+        ctx.rederive = _Rederive(x, affine, y)
+        holder.append(ctx.rederive)
+        ctx.eps = norm.eps
+        ctx.save_for_backward(x, weight, mean, invstd)
+        return torch.ops.aten.gelu_(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight, mean, invstd = ctx.saved_tensors
+        y = ctx.rederive.norm_out(keep=False)  # the consumer's backward may have made it
+        grad_y = torch.ops.aten.gelu_backward.grad_input(grad_out, y, grad_input=y)
+        grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            grad_y, x, weight, None, None, mean, invstd, True, ctx.eps,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_x, grad_w, grad_b, None, None
 
 
 class ActivationRecompute:
@@ -111,6 +145,10 @@ class ActivationRecompute:
         """``gelu(norm(x))`` of a fresh (B, C, H, W) ``x`` (overwritten when autograd is off)."""
         if self._hooks is None or not _runs_locally(norm):
             return norm_act(x, norm)
+        if norm.training and not _autocast_enabled(x.device.type):
+            holder: list = []
+            out = _BatchNormGELU.apply(x, norm.weight, norm.bias, norm, holder)
+            return self._register(out, holder[0], 'act')
         y = self.norm(x, norm)  # registered before the GELU saves it
         return self._register(F.gelu(y), self._registry[id(y)][1], 'act')
 
