@@ -233,3 +233,25 @@ def test_traced_inference_matches_eager():
         assert 'mkldnn' not in graph
         for a, b in zip(traced(x), model(x)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_norm_act_node_releases_its_input_after_backward():
+    """The fused BN + GELU node must not keep its input map alive until the graph is freed."""
+    import weakref
+    from uninet_mm.models.layers.recompute import ActivationRecompute
+    norm = torch.nn.BatchNorm2d(8).train()
+    leaf = torch.randn(2, 8, 6, 7, requires_grad=True)
+    hidden = leaf * 2  # a fresh map, like a convolution's output
+    with ActivationRecompute() as recompute:
+        out = recompute.norm_act(hidden, norm)
+    assert type(out.grad_fn).__name__ == '_BatchNormGELUBackward'
+    released = weakref.ref(hidden)
+    del hidden
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    assert released() is None  # ``out`` and its graph are still alive here
+    plain_leaf = leaf.detach().requires_grad_()
+    plain = F.gelu(F.batch_norm(plain_leaf * 2, None, None, norm.weight, norm.bias, True))
+    torch.testing.assert_close(out, plain)
+    plain.backward(grad)
+    torch.testing.assert_close(leaf.grad, plain_leaf.grad)

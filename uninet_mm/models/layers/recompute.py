@@ -109,6 +109,7 @@ class _BatchNormGELU(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
         y = ctx.rederive.norm_out(keep=False)  # the consumer's backward may have made it
+        ctx.rederive = None  # it holds x: the node itself lives until the graph is freed
         grad_y = torch.ops.aten.gelu_backward.grad_input(grad_out, y, grad_input=y)
         grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
             grad_y, x, weight, None, None, mean, invstd, True, ctx.eps,
