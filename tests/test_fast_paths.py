@@ -222,13 +222,19 @@ def test_fused_conv_gelu_matches_conv_norm_gelu(groups, kernel):
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_traced_inference_matches_eager():
-    """torch.jit.trace (what exporters build on) records plain ops, not the oneDNN-only one."""
+def test_traced_inference_matches_eager(monkeypatch):
+    """torch.jit.trace (what exporters build on) records plain ops, not the oneDNN-only one,
+    and whole maps, not strips whose boundaries would be frozen into the graph."""
+    from uninet_mm.models.layers import conv_block
+    monkeypatch.setattr(conv_block, 'STRIP_BYTES', 1024)  # strips everywhere when eager
+    monkeypatch.setattr(conv_block, 'squeeze_excite_project_strips',
+                        lambda *args: pytest.fail('strips while tracing'))
     model = UniNet(tiny_arch(), out_indices=(1, 2, 3)).eval()
     _randomize(model)
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
-        traced = torch.jit.trace(model, x)
+        traced = torch.jit.trace(model, x, check_trace=False)  # its check re-runs eagerly
+        monkeypatch.undo()
         graph = str(traced.inlined_graph)
         assert 'mkldnn' not in graph
         for a, b in zip(traced(x), model(x)):
@@ -255,3 +261,33 @@ def test_norm_act_node_releases_its_input_after_backward():
     torch.testing.assert_close(out, plain)
     plain.backward(grad)
     torch.testing.assert_close(leaf.grad, plain_leaf.grad)
+
+
+@pytest.mark.parametrize('depthwise', [True, False])
+@pytest.mark.parametrize('expansion', [1, 4])
+def test_inference_in_strips_matches_whole_map(monkeypatch, depthwise, expansion):
+    """Large hidden maps are computed in strips of rows with a halo; the result is the
+    plain modules' (float64, batch 2, a height that leaves a short last strip)."""
+    from uninet_mm.models.layers import conv_block
+    block = ConvBlock(6, 6 if expansion == 1 else 10, expansion, depthwise=depthwise).double()
+    _randomize(block)
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.bias.normal_(0, 0.5)
+    block.eval()
+    x = torch.randn(2, 6, 37, 11, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last)
+    row_bytes = 2 * 6 * expansion * 11 * 8
+    monkeypatch.setattr(conv_block, 'STRIP_BYTES', row_bytes * 9)  # at most 9 rows a strip
+    assert conv_block.strip_rows(row_bytes, 37) == 8  # 5 strips: 8, 8, 8, 8, 5 rows
+    calls = []
+    inner = conv_block.squeeze_excite_project_strips
+    monkeypatch.setattr(conv_block, 'squeeze_excite_project_strips',
+                        lambda strips, *a: calls.append(len(strips)) or inner(strips, *a))
+    with torch.no_grad():
+        strips = block(x)
+    assert calls == [5]
+    plain = block(x)  # autograd on: the plain modules
+    torch.testing.assert_close(strips, plain)
+    assert strips.is_contiguous(memory_format=torch.channels_last)

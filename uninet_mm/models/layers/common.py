@@ -101,9 +101,16 @@ def contiguous_output(x: torch.Tensor) -> torch.Tensor:
     otherwise flow down the residual stream and put every BatchNorm backward of the stage on
     its slow path (about 5x slower on CPU).
     """
-    if torch.is_grad_enabled() and not torch.jit.is_tracing():
+    if torch.is_grad_enabled() and not exporting():
         return _ContiguousOutput.apply(x)
     return x.contiguous()
+
+
+def exporting() -> bool:
+    """True while ``torch.jit.trace`` or ``torch.export`` records the model: the speed paths
+    whose ops or shape-dependent loops an exported graph should not contain step aside."""
+    is_exporting = getattr(torch.compiler, 'is_exporting', lambda: False)
+    return torch.jit.is_tracing() or is_exporting()
 
 
 def autograd_off() -> bool:

@@ -1,15 +1,15 @@
 """The DWConv and Conv GOPs: an inverted-residual block with squeeze-excitation."""
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (DropPath, add_residual, autograd_off, build_norm2d, fold_norms, folds_norms,
-                     norm_act, on_cpu)
+from .common import (DropPath, add_residual, autograd_off, build_norm2d, exporting, fold_norms,
+                     folds_norms, norm_act, on_cpu)
 from .recompute import ActivationRecompute
-from .squeeze_excite import SqueezeExcite, squeeze_excite_project
+from .squeeze_excite import SqueezeExcite, squeeze_excite_project, squeeze_excite_project_strips
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ def folded_conv(x: torch.Tensor, conv: nn.Conv2d, after: nn.Module,
     without groups). Where oneDNN can, the GELU runs inside the convolution (see
     :func:`fused_conv_gelu_available`) instead of as another pass over the map."""
     weight, bias = fold_norms(conv.weight, conv.bias, after, before)
+    return conv_with(x, conv, weight, bias, gelu)
+
+
+def conv_with(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor,
+              gelu: bool = False) -> torch.Tensor:
+    """``conv`` applied with another ``weight`` and ``bias``, then GELU if ``gelu``."""
     if gelu and fused_conv_gelu_available(x):
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
@@ -60,7 +66,7 @@ def fused_conv_gelu_available(x: torch.Tensor) -> bool:
     global _FUSED_CONV_GELU
     if not (x.device.type == 'cpu' and x.dtype == torch.float32
             and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.jit.is_tracing()):  # exporters know conv and GELU, not this op
+            and not exporting()):  # exporters know conv and GELU, not this op
         return False
     if _FUSED_CONV_GELU is None:
         _FUSED_CONV_GELU = _probe_fused_conv_gelu()
@@ -171,14 +177,54 @@ class ConvBlock(nn.Module):
         return expand_norms + [self.conv_norm, self.project_norm]
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference with every BatchNorm folded into its neighbouring convolution: three
-        convolutions (the SE-gated projection one batched matmul) and two in-place GELUs."""
-        branch = x
+        """Inference with every BatchNorm folded into its neighbouring convolution: two
+        convolutions with GELU, then the SE-gated projection as one batched matmul.
+
+        Hidden maps over :data:`STRIP_BYTES` are computed in strips of rows (each with the
+        one-row halo the 3x3 conv needs, cropped after it): glibc hands out every allocation
+        over 32 MiB as fresh pages that are faulted in and zeroed on first touch, which costs
+        about as much as the convolution filling them; strips come from its reused heap.
+        """
+        expand = None
         if not isinstance(self.expand, nn.Identity):
-            in_norm, conv, norm, _ = self.expand
-            branch = folded_conv(x, conv, norm, before=in_norm, gelu=True)
-        branch = folded_conv(branch, self.conv, self.conv_norm, gelu=True)
+            in_norm, expand_conv, norm, _ = self.expand
+            expand = (expand_conv, *fold_norms(expand_conv.weight, None, norm, in_norm))
+        conv_weight, conv_bias = fold_norms(self.conv.weight, None, self.conv_norm)
+        height = x.shape[2]
+        rows = strip_rows(x.shape[0] * self.conv.in_channels * x.shape[3] * x.element_size(),
+                          height)
+        strips = []
+        for top in range(0, height, rows) if rows < height else ():
+            bottom = min(height, top + rows)
+            low, high = max(top - 1, 0), min(bottom + 1, height)
+            strips.append(self._hidden(x[:, :, low:high], expand, conv_weight, conv_bias)
+                          [:, :, top - low:bottom - low])
         projection = fold_norms(self.project.weight.flatten(1), self.project.bias,
                                 self.project_norm)
-        branch = squeeze_excite_project(branch, self.se, self.project, projection)
+        if strips:
+            branch = squeeze_excite_project_strips(strips, self.se, *projection)
+        else:
+            branch = self._hidden(x, expand, conv_weight, conv_bias)
+            branch = squeeze_excite_project(branch, self.se, self.project, projection)
         return add_residual(self.drop_path(branch), self.shortcut(x))
+
+    def _hidden(self, x: torch.Tensor, expand: Optional[Tuple], conv_weight: torch.Tensor,
+                conv_bias: torch.Tensor) -> torch.Tensor:
+        """Folded inference up to the SE: gelu(conv(gelu(expand(x))))."""
+        if expand is not None:
+            x = conv_with(x, *expand, gelu=True)
+        return conv_with(x, self.conv, conv_weight, conv_bias, gelu=True)
+
+
+#: Hidden maps larger than this are computed in strips at inference (see
+#: :meth:`ConvBlock._forward_folded`); below glibc's largest heap-served allocation (32 MiB).
+STRIP_BYTES = 24 * 2**20
+
+
+def strip_rows(row_bytes: int, height: int) -> int:
+    """Rows per strip for a map of ``height`` rows of ``row_bytes`` each: all of them if the
+    map fits in :data:`STRIP_BYTES`, else equal strips that do (at least 8 rows)."""
+    if exporting() or row_bytes * height <= STRIP_BYTES:
+        return height
+    num_strips = -(-row_bytes * height // STRIP_BYTES)
+    return max(8, -(-height // num_strips))

@@ -1,5 +1,5 @@
 """Squeeze-and-excitation with a hard-sigmoid gate, as in the reference DWConv block."""
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -125,3 +125,17 @@ def squeeze_excite_project(x: torch.Tensor, se: SqueezeExcite, proj: nn.Conv2d,
     else:
         out = _gated_matmul(to_tokens(x), gate_params, proj_w, proj_b)[0]
     return to_map(out, x.shape[2:])
+
+
+def squeeze_excite_project_strips(strips: List[torch.Tensor], se: SqueezeExcite,
+                                  proj_w: torch.Tensor, proj_b: torch.Tensor) -> torch.Tensor:
+    """Inference form of :func:`squeeze_excite_project` for a map given as horizontal strips
+    (B, C, h_i, W), in order: the SE gate comes from the mean over all strips, then each strip
+    is projected with the gated (O, C) ``proj_w``. Returns the (B, O, sum h_i, W) map."""
+    num_tokens = sum(strip.shape[2] * strip.shape[3] for strip in strips)
+    total = sum(to_tokens(strip).sum(1) for strip in strips)
+    gate = _gate_from_mean(total / num_tokens, *se.gate_params())
+    weight = gate[:, :, None] * proj_w.t()  # (B, C, O)
+    outs = [to_map(torch.baddbmm(proj_b[None, None], to_tokens(strip), weight),
+                   strip.shape[2:]) for strip in strips]
+    return torch.cat(outs, dim=2)
