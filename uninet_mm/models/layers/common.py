@@ -113,6 +113,16 @@ def exporting() -> bool:
     return torch.jit.is_tracing() or is_exporting()
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (on any torch 2.x)."""
+    try:
+        return torch.is_autocast_enabled(device_type)  # torch >= 2.4
+    except TypeError:
+        if device_type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
 def autograd_off() -> bool:
     """True under ``torch.no_grad()`` / inference mode, where ops may overwrite fresh tensors."""
     return not torch.is_grad_enabled()

@@ -188,8 +188,9 @@ class ConvBlock(nn.Module):
         expand = None
         if not isinstance(self.expand, nn.Identity):
             in_norm, expand_conv, norm, _ = self.expand
-            expand = (expand_conv, *fold_norms(expand_conv.weight, None, norm, in_norm))
-        conv_weight, conv_bias = fold_norms(self.conv.weight, None, self.conv_norm)
+            expand = (expand_conv,
+                      *fold_norms(expand_conv.weight, expand_conv.bias, norm, in_norm))
+        conv_weight, conv_bias = fold_norms(self.conv.weight, self.conv.bias, self.conv_norm)
         height = x.shape[2]
         rows = strip_rows(x.shape[0] * self.conv.in_channels * x.shape[3] * x.element_size(),
                           height)

@@ -11,8 +11,8 @@ from torch import nn
 
 from ..arch_settings import HEAD_DIM
 from .attention import multi_head_attention
-from .common import (add_residual, build_norm2d, fold_norms, folds_norms, norm_act, to_map,
-                     to_tokens)
+from .common import add_residual, build_norm2d, folds_norms, norm_act, to_map, to_tokens
+from .conv_block import folded_conv
 from .transformer_block import LN_EPS
 
 
@@ -40,9 +40,7 @@ class LocalBranch(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         depthwise, norm, pointwise = self
         if folds_norms(x, norm):
-            weight, bias = fold_norms(depthwise.weight, depthwise.bias, norm)
-            return pointwise(F.conv2d(x, weight, bias, depthwise.stride, depthwise.padding,
-                                      groups=depthwise.groups))
+            return pointwise(folded_conv(x, depthwise, norm))
         return pointwise(norm_act(depthwise(x), norm, act=False))
 
 

@@ -19,8 +19,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .common import gelu, norm_act
-from .squeeze_excite import _autocast_enabled
+from .common import autocast_enabled, gelu, norm_act
 
 _Affine = Tuple[torch.Tensor, torch.Tensor]
 
@@ -35,10 +34,11 @@ def _runs_locally(norm: nn.Module) -> bool:
     return True
 
 
-def batch_norm_with_affine(norm: _BatchNorm, x: torch.Tensor, with_stats: bool = False):
-    """``norm(x)`` (same statistics and running-stat updates as ``norm.forward``) and the
-    detached (C, 1, 1) scale and shift for which ``norm(x) == x * scale + shift``; with
-    ``with_stats`` also the (C,) mean and inverse standard deviation it normalised with."""
+def batch_norm_with_affine(norm: _BatchNorm, x: torch.Tensor
+                           ) -> Tuple[torch.Tensor, _Affine, Tuple[torch.Tensor, torch.Tensor]]:
+    """``norm(x)`` (same statistics and running-stat updates as ``norm.forward``), the
+    detached (C, 1, 1) scale and shift for which ``norm(x) == x * scale + shift``, and the
+    (C,) mean and inverse standard deviation it normalised with."""
     momentum = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -58,8 +58,7 @@ def batch_norm_with_affine(norm: _BatchNorm, x: torch.Tensor, with_stats: bool =
     with torch.no_grad():
         scale = invstd if norm.weight is None else invstd * norm.weight
         shift = -mean * scale if norm.bias is None else norm.bias - mean * scale
-    affine = (scale[:, None, None], shift[:, None, None])
-    return (y, affine, (mean, invstd)) if with_stats else (y, affine)
+    return y, (scale[:, None, None], shift[:, None, None]), (mean, invstd)
 
 
 class _Rederive:
@@ -97,7 +96,7 @@ class _BatchNormGELU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, norm, holder):
-        y, affine, (mean, invstd) = batch_norm_with_affine(norm, x, with_stats=True)
+        y, affine, (mean, invstd) = batch_norm_with_affine(norm, x)
         ctx.rederive = _Rederive(x, affine, y)
         holder.append(ctx.rederive)
         ctx.eps = norm.eps
@@ -146,7 +145,7 @@ class ActivationRecompute:
         """``gelu(norm(x))`` of a fresh (B, C, H, W) ``x`` (overwritten when autograd is off)."""
         if self._hooks is None or not _runs_locally(norm):
             return norm_act(x, norm)
-        if norm.training and not _autocast_enabled(x.device.type):
+        if norm.training and not autocast_enabled(x.device.type):
             holder: list = []
             out = _BatchNormGELU.apply(x, norm.weight, norm.bias, norm, holder)
             return self._register(out, holder[0], 'act')
@@ -157,7 +156,7 @@ class ActivationRecompute:
         """``norm(x)``; ``x`` is never overwritten."""
         if self._hooks is None or not _runs_locally(norm):
             return norm(x)
-        y, affine = batch_norm_with_affine(norm, x)
+        y, affine, _ = batch_norm_with_affine(norm, x)
         return self._register(y, _Rederive(x, affine, y), 'norm')
 
     def gelu(self, x: torch.Tensor) -> torch.Tensor:

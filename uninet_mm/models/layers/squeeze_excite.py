@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .common import to_map, to_tokens
+from .common import autocast_enabled, exporting, to_map, to_tokens
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -30,18 +30,16 @@ def _gated_matmul(tokens: torch.Tensor, gate_params: Tuple[torch.Tensor, ...],
     tokens @ (gate * proj_w^T): the gate scales the (C, O) weight, not the (N, C) tokens.
     Also returns the channel means, the gate and the gated weight."""
     mean = tokens.mean(1)
-    gate = _gate_from_mean(mean, *gate_params)
-    weight = gate[:, :, None] * proj_w.t()  # (B, C, O)
+    gate, weight = _gated_weight(mean, gate_params, proj_w)
     return torch.baddbmm(proj_b[None, None], tokens, weight), mean, gate, weight
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)  # torch >= 2.4
-    except TypeError:
-        if device_type == 'cpu':
-            return torch.is_autocast_cpu_enabled()
-        return torch.is_autocast_enabled()
+def _gated_weight(mean: torch.Tensor, gate_params: Tuple[torch.Tensor, ...],
+                  proj_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) channel means -> the (B, C) gate and the (B, C, O) gated projection weight
+    ``gate * proj_w^T``."""
+    gate = _gate_from_mean(mean, *gate_params)
+    return gate, gate[:, :, None] * proj_w.t()
 
 
 class _SqueezeExciteProject(torch.autograd.Function):
@@ -119,8 +117,8 @@ def squeeze_excite_project(x: torch.Tensor, se: SqueezeExcite, proj: nn.Conv2d,
     gate_params = se.gate_params()
     # tracers and autocast (whose casts the hand-written backward does not replay) get the
     # plain ops, which autograd differentiates itself
-    if (torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not _autocast_enabled(x.device.type)):
+    if (torch.is_grad_enabled() and not exporting()
+            and not autocast_enabled(x.device.type)):
         out = _SqueezeExciteProject.apply(x, *gate_params, proj_w, proj_b)
     else:
         out = _gated_matmul(to_tokens(x), gate_params, proj_w, proj_b)[0]
@@ -134,8 +132,7 @@ def squeeze_excite_project_strips(strips: List[torch.Tensor], se: SqueezeExcite,
     is projected with the gated (O, C) ``proj_w``. Returns the (B, O, sum h_i, W) map."""
     num_tokens = sum(strip.shape[2] * strip.shape[3] for strip in strips)
     total = sum(to_tokens(strip).sum(1) for strip in strips)
-    gate = _gate_from_mean(total / num_tokens, *se.gate_params())
-    weight = gate[:, :, None] * proj_w.t()  # (B, C, O)
+    _, weight = _gated_weight(total / num_tokens, se.gate_params(), proj_w)
     outs = [to_map(torch.baddbmm(proj_b[None, None], to_tokens(strip), weight),
                    strip.shape[2:]) for strip in strips]
     return torch.cat(outs, dim=2)
