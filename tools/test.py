@@ -8,17 +8,16 @@ The metrics are logged and printed at the end. Distributed: tools/dist_test.sh (
 tools/slurm_test.sh (srun).
 """
 import argparse
-import os
 import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
 from uninet_mm.utils.checkpoint import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
-from uninet_mm.utils.tools_support import enable_visualization, setup_cpu_distributed
+from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, enable_visualization,
+                                           export_local_rank, load_config,
+                                           setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -29,27 +28,12 @@ def parse_args(argv=None):
                         '(default: ./work_dirs/<config name>)')
     parser.add_argument('--show-dir', help='save images with the predictions drawn on them '
                         'to this folder')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, KEY=VALUE pairs')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser, 'override config settings, KEY=VALUE pairs')
+    return export_local_rank(parser.parse_args(argv))
 
 
 def setup_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show_dir:
@@ -74,10 +58,7 @@ def main(argv=None):
     except DatasetNotFoundError as err:
         raise SystemExit(f'error: {err}')
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     metrics = runner.test()
     if runner.rank == 0:
         for name, value in (metrics or {}).items():

@@ -9,19 +9,16 @@ Distributed: tools/dist_train.sh (torchrun) or tools/slurm_train.sh (srun).
 """
 import argparse
 import logging
-import os
-import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from uninet_mm.utils.checkpoint import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
-from uninet_mm.utils.tools_support import (log_parameter_hash, setup_cpu_distributed,
-                                           warn_if_training_from_scratch)
+from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, export_local_rank,
+                                           load_config, log_parameter_hash,
+                                           setup_cpu_distributed, warn_if_training_from_scratch)
 
 
 def parse_args(argv=None):
@@ -35,18 +32,9 @@ def parse_args(argv=None):
         'work dir')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (needs a GPU)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, KEY=VALUE pairs (e.g. '
-        'train_dataloader.batch_size=4 env_cfg.dist_cfg.backend=gloo)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank (older).
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser, 'override config settings, KEY=VALUE pairs (e.g. '
+                      'train_dataloader.batch_size=4 env_cfg.dist_cfg.backend=gloo)')
+    return export_local_rank(parser.parse_args(argv))
 
 
 def _accelerator_available() -> bool:
@@ -55,17 +43,7 @@ def _accelerator_available() -> bool:
 
 def setup_cfg(args) -> Config:
     """Load the config and apply the command-line options to it."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir: command line > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         if not _accelerator_available():
             raise SystemExit('--amp needs a GPU (mmengine\'s AmpOptimWrapper runs on CUDA, NPU, '
@@ -108,10 +86,7 @@ def main(argv=None):
     except DatasetNotFoundError as err:
         raise SystemExit(f'error: {err}')
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     warn_if_training_from_scratch(cfg, runner.logger)
     runner.train()
     log_parameter_hash(runner)

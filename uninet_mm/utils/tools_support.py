@@ -1,14 +1,57 @@
 """Helpers shared by tools/train.py and tools/test.py (config set-up around mmengine's Runner)."""
+import argparse
 import hashlib
 import logging
+import os
+import os.path as osp
 from datetime import timedelta
+from typing import Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger, print_log
 
-__all__ = ['setup_cpu_distributed', 'warn_if_training_from_scratch', 'log_parameter_hash',
+__all__ = ['add_launcher_args', 'export_local_rank', 'load_config', 'build_runner',
+           'setup_cpu_distributed', 'warn_if_training_from_scratch', 'log_parameter_hash',
            'enable_visualization']
+
+
+def add_launcher_args(parser: argparse.ArgumentParser, cfg_options_help: str) -> None:
+    """``--cfg-options``, ``--launcher`` and the ``--local-rank`` that launchers pass."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help=cfg_options_help)
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank (older).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def export_local_rank(args: argparse.Namespace) -> argparse.Namespace:
+    """Set ``LOCAL_RANK`` from ``--local-rank`` unless the launcher already did."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_config(config: str, launcher: str, cfg_options: Optional[dict],
+                work_dir: Optional[str]) -> Config:
+    """The config with the command-line options applied; work dir: command line > config >
+    ``./work_dirs/<config name>``."""
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """mmengine's Runner, or the config's own ``runner_type``."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 def setup_cpu_distributed(cfg: Config) -> None:
