@@ -1,8 +1,19 @@
 """Shared test fixtures: the reference-code fixtures in tests/data and small helpers."""
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# Property tests: a fixed, derandomized set of examples (the same cases on every run and in
+# CI); HYPOTHESIS_PROFILE=explore draws fresh random cases, and more of them.
+settings.register_profile('ci', derandomize=True, deadline=None, max_examples=30,
+                          database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile('explore', deadline=None, max_examples=300,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Outputs of the authors' reference implementation (see its README.md for how they were made).
