@@ -9,8 +9,9 @@ So the real GPU kernels cannot run here. The closest honest check, done below:
   (``norm_cfg=dict(type='SyncBN')``, so its norms are ``nn.SyncBatchNorm``) and wrapped in
   DistributedDataParallel with ``broadcast_buffers=False`` (the shipped wrapper setting);
 * ``nn.SyncBatchNorm.forward`` is replaced (and DDP's "SyncBatchNorm layers only work with GPU
-  modules" guard lifted), in these test processes only, by a reference of the same math written with a differentiable all-reduce of (sum, sum of squares, count) -- what
-  torch's CUDA kernels compute -- that also counts its calls;
+  modules" guard lifted), in these test processes only, by a reference of the same math written
+  with a differentiable all-reduce of (sum, sum of squares, count) -- what torch's CUDA kernels
+  compute -- that also counts its calls;
 * after two SGD steps on different halves of one batch, both ranks hold identical weights, every
   SyncBN layer was run through ``SyncBatchNorm.forward`` (none bypassed by the backbone's own
   CPU BatchNorm paths), and weights and running statistics equal those of one process with plain
