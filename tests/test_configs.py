@@ -279,5 +279,5 @@ def test_config_train_step_and_inference(name):
         elif scope == 'mmseg':
             assert out.pred_sem_seg.data.shape[-2:] == (IMG, IMG)
         else:
-            assert out.pred_score.shape == (1000, )
+            assert out.pred_score.shape == (cfg.model.head.num_classes, )
             assert torch.isfinite(out.pred_score).all()
