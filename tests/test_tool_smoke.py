@@ -188,6 +188,7 @@ def test_image_demo_detection(data, tmp_path):
 # ------------------------------------------------------------------ classification show-dir
 CLS_CONFIG = """
 _base_ = [{base!r}]
+data_preprocessor = dict(num_classes=2)
 model = dict(
     backbone=dict(arch={arch!r}, drop_path_rate=0.0),
     head=dict(in_channels=64, num_classes=2, topk=(1, )))

@@ -205,5 +205,6 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
     elif scope == 'mmpretrain':
         hook['enable'] = True
         hook['out_dir'] = show_dir
+        hook['interval'] = 1  # every image (mmpretrain's default draws every 5000th)
     else:
         raise ValueError(f'--show-dir is not supported for default_scope {scope!r}')
