@@ -1,4 +1,5 @@
-# UniNet-B2 on ImageNet-1k, DeiT recipe (see _base_/uninet_in1k.py), 256x256 input.
+# UniNet-B2 on ImageNet-1k, DeiT recipe (see _base_/uninet_in1k.py), 256x256 input,
+# small augmentation.
 # Paper: 82.5 top-1.
 _base_ = ['./_base_/uninet_in1k.py']
 
@@ -6,18 +7,20 @@ _base_ = ['./_base_/uninet_in1k.py']
 # (B0-B2 0.1, B3-B4 0.2, B5 0.3, B6 0.4).
 model = dict(backbone=dict(arch='b2', drop_path_rate=0.1))
 
+aug_level = 'small'
 # Train with 256x256 random-resized crops. Test: paper silent; resize the short side to
 # 292 and centre-crop 256 (the 0.875 crop ratio of the 224 recipe).
 img_size = 256
 train_pipeline = [
     dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
-    for t in _base_.train_pipeline
+    for t in _base_.uninet_aug_pipelines[aug_level]
 ]
 test_pipeline = [
     dict(t, scale=int(img_size / 0.875)) if t['type'] == 'ResizeEdge' else
     dict(t, crop_size=img_size) if t['type'] == 'CenterCrop' else t
     for t in _base_.test_pipeline
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+train_dataloader = dict(sampler=_base_.uninet_aug_samplers[aug_level],
+                        dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -32,6 +32,12 @@ test_pipeline = [
     dict(type='Resize', scale=img_size, backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# 32 images per GPU (x 8 GPUs = 256), to fit one 80 GB GPU: training UniNet-B5 at 384 px keeps
+# 1480 MiB of activations per image for backward in fp32 (autograd's saved tensors on the plain
+# GPU code path, tools/analysis_tools/activation_memory.py), so 32 images hold 46 GB and leave
+# room for backward's temporaries; with --amp twice as many fit. The lr above is for a total
+# batch of 1024; auto_scale_lr (base_batch_size=1024, inherited) scales it linearly to the real
+# total batch, e.g. 2.5e-06 for 8 x 32.
+train_dataloader = dict(batch_size=32, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -32,6 +32,12 @@ test_pipeline = [
     dict(type='Resize', scale=img_size, backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# 16 images per GPU (x 8 GPUs = 128), to fit one 80 GB GPU: training UniNet-B6 at 448 px keeps
+# 3170 MiB of activations per image for backward in fp32 (autograd's saved tensors on the plain
+# GPU code path, tools/analysis_tools/activation_memory.py), so 16 images hold 50 GB and leave
+# room for backward's temporaries; with --amp twice as many fit. The lr above is for a total
+# batch of 1024; auto_scale_lr (base_batch_size=1024, inherited) scales it linearly to the real
+# total batch, e.g. 1.25e-06 for 8 x 16.
+train_dataloader = dict(batch_size=16, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -1,29 +1,36 @@
-"""Shared test fixtures: the reference-code fixtures in ../shared and small helpers."""
+"""Shared test fixtures: the reference-code fixtures in tests/data and small helpers."""
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# Property tests: a fixed, derandomized set of examples (the same cases on every run and in
+# CI); HYPOTHESIS_PROFILE=explore draws fresh random cases, and more of them.
+settings.register_profile('ci', derandomize=True, deadline=None, max_examples=30,
+                          database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile('explore', deadline=None, max_examples=300,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get('UNINET_SHARED_DIR', REPO_ROOT.parent / 'shared'))
+#: Outputs of the authors' reference implementation (see its README.md for how they were made).
+OFFICIAL_FIXTURES = REPO_ROOT / 'tests' / 'data' / 'official_uninet'
 
 
 @pytest.fixture(scope='session')
 def official_fixtures() -> Path:
-    """Folder with the authors' reference outputs. Missing: a failure in CI, a visible skip
-    for a user who cloned without ../shared."""
-    path = shared_dir() / 'fixtures' / 'official_uninet'
-    if not (path / 'tiny_a_official_state_dict.pth').is_file():
-        message = (f'reference fixtures not found at {path}; set UNINET_SHARED_DIR to the '
-                   'folder that holds fixtures/official_uninet')
-        if os.environ.get('CI'):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Folder with the authors' reference outputs; part of the repository, so every clone runs
+    the parity tests (a missing file is a failure, never a skip)."""
+    missing = [name for name in ('tiny_a_official_state_dict.pth', 'tiny_a_official_io.pth',
+                                 'tiny_a_arch.json', 'uninetb1_official_keys.json',
+                                 'uninetb3_official_keys.json')
+               if not (OFFICIAL_FIXTURES / name).is_file()]
+    if missing:
+        pytest.fail(f'reference fixtures missing from {OFFICIAL_FIXTURES}: {missing}')
+    return OFFICIAL_FIXTURES
 
 
 @pytest.fixture(autouse=True)

@@ -35,15 +35,24 @@ SEG_CONFIGS = {
     'upernet_uninet_b3_160k_ade20k.py': dict(arch='b3', in_channels=[56, 96, 160, 288]),
 }
 CLS_CONFIGS = {
-    'uninet_b0_in1k.py': dict(arch='b0', size=160, epochs=300),
-    'uninet_b1_in1k.py': dict(arch='b1', size=224, epochs=300),
-    'uninet_b2_in1k.py': dict(arch='b2', size=256, epochs=300),
-    'uninet_b3_in1k.py': dict(arch='b3', size=288, epochs=300),
-    'uninet_b4_in1k.py': dict(arch='b4', size=320, epochs=300),
-    'uninet_b5_in1k.py': dict(arch='b5', size=224, epochs=300),
-    'uninet_b6_in1k.py': dict(arch='b6', size=224, epochs=300),
-    'uninet_b5_in1k_ft384.py': dict(arch='b5', size=384, epochs=30),
-    'uninet_b6_in1k_ft448.py': dict(arch='b6', size=448, epochs=30),
+    'uninet_b0_in1k.py': dict(arch='b0', size=160, epochs=300, aug='small'),
+    'uninet_b1_in1k.py': dict(arch='b1', size=224, epochs=300, aug='small'),
+    'uninet_b2_in1k.py': dict(arch='b2', size=256, epochs=300, aug='small'),
+    'uninet_b3_in1k.py': dict(arch='b3', size=288, epochs=300, aug='medium'),
+    'uninet_b4_in1k.py': dict(arch='b4', size=320, epochs=300, aug='medium'),
+    'uninet_b5_in1k.py': dict(arch='b5', size=224, epochs=300, aug='large'),
+    'uninet_b6_in1k.py': dict(arch='b6', size=224, epochs=300, aug='large'),
+    'uninet_b5_in1k_ft384.py': dict(arch='b5', size=384, epochs=30, aug='large', batch=32),
+    'uninet_b6_in1k_ft448.py': dict(arch='b6', size=448, epochs=30, aug='large', batch=16),
+    # Table 5: ImageNet-21K pre-training (90 epochs), then 30 epochs of 1K fine-tuning.
+    'uninet_b5_in21k.py': dict(arch='b5', size=224, epochs=90, aug='large', classes=21842,
+                               base_batch=4096),
+    'uninet_b6_in21k.py': dict(arch='b6', size=224, epochs=90, aug='large', classes=21842,
+                               base_batch=4096),
+    'uninet_b5_in21k_ft384_in1k.py': dict(arch='b5', size=384, epochs=30, aug='large',
+                                          batch=32),
+    'uninet_b6_in21k_ft448_in1k.py': dict(arch='b6', size=448, epochs=30, aug='large',
+                                          batch=16),
 }
 ALL_CONFIGS = {**DET_CONFIGS, **SEG_CONFIGS, **CLS_CONFIGS}
 
@@ -109,20 +118,44 @@ def test_config_recipe(name):
         assert 'pretrained' in cfg and cfg.pretrained is None
     else:
         assert backbone.out_indices == (6, ) and backbone.with_head_conv is True
-        assert cfg.model.head.in_channels == 1280 and cfg.model.head.num_classes == 1000
-        assert cfg.auto_scale_lr['base_batch_size'] == 1024
-        assert cfg.train_dataloader.batch_size == 128  # x 8 GPUs = 1024
+        classes = spec.get('classes', 1000)
+        assert cfg.model.head.in_channels == 1280 and cfg.model.head.num_classes == classes
+        assert cfg.data_preprocessor.num_classes == classes
+        assert cfg.auto_scale_lr['base_batch_size'] == spec.get('base_batch', 1024)
+        # x 8 GPUs; fine-tuning at 384/448 px: what fits one 80 GB GPU
+        assert cfg.train_dataloader.batch_size == spec.get('batch', 128)
         assert cfg.train_cfg.max_epochs == spec['epochs']
-        crop = [t for t in cfg.train_dataloader.dataset.pipeline
-                if t['type'] == 'RandomResizedCrop']
+        pipeline = cfg.train_dataloader.dataset.pipeline
+        crop = [t for t in pipeline if t['type'] == 'RandomResizedCrop']
         assert crop[0]['scale'] == spec['size']
+        _check_aug_level(cfg, spec['aug'])
         if spec['epochs'] == 300:
             assert optim.optimizer.lr == 1e-3 and optim.optimizer.weight_decay == 0.05
             warmup, cosine = cfg.param_scheduler
             assert warmup.type == 'LinearLR' and warmup.end == 5 and warmup.by_epoch
             assert cosine.type == 'CosineAnnealingLR' and cosine.begin == 5
+        elif spec['epochs'] == 90:  # 21K pre-training
+            assert cfg.train_dataloader.dataset.type == 'ImageNet21k'
+            assert optim.optimizer.lr == 1e-3 and optim.optimizer.weight_decay == 0.01
+            assert cfg.param_scheduler[-1].end == 90 and cfg.val_dataloader is None
+        elif 'in21k' in name:  # 1K fine-tuning of the 21K model: backbone from `pretrained`
+            assert 'pretrained' in cfg and cfg.pretrained is None and cfg.load_from is None
+            assert optim.optimizer.lr == 1e-5 and optim.optimizer.weight_decay == 1e-8
         else:
             assert 'finetune_from' in cfg and cfg.load_from is None
+
+
+def _check_aug_level(cfg: Config, level: str) -> None:
+    """small: the authors' B1 recipe (no random erasing); medium: + random erasing 0.25
+    (DeiT); large: + repeated augmentation. RandAugment m9 and Mixup/CutMix at every level."""
+    types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+    rand_augment = [t for t in cfg.train_dataloader.dataset.pipeline
+                    if t['type'] == 'RandAugment']
+    assert rand_augment[0]['magnitude_level'] == 9
+    assert [a['type'] for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
+    assert ('RandomErasing' in types) == (level != 'small')
+    sampler = cfg.train_dataloader.sampler
+    assert (sampler.type == 'RepeatAugSampler') == (level == 'large')
 
 
 # ------------------------------------------------------------------------ synthetic batches
@@ -246,5 +279,5 @@ def test_config_train_step_and_inference(name):
         elif scope == 'mmseg':
             assert out.pred_sem_seg.data.shape[-2:] == (IMG, IMG)
         else:
-            assert out.pred_score.shape == (1000, )
+            assert out.pred_score.shape == (cfg.model.head.num_classes, )
             assert torch.isfinite(out.pred_score).all()

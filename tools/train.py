@@ -18,7 +18,8 @@ from uninet_mm.utils.checkpoint import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
 from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, export_local_rank,
                                            load_config, log_parameter_hash,
-                                           setup_cpu_distributed, warn_if_training_from_scratch)
+                                           refuse_sync_bn_on_cpu, setup_cpu_distributed,
+                                           warn_if_training_from_scratch)
 
 
 def parse_args(argv=None):
@@ -71,6 +72,10 @@ def setup_cfg(args) -> Config:
         cfg.load_from = cfg.finetune_from
 
     if cfg.launcher != 'none' and not _accelerator_available():
+        try:
+            refuse_sync_bn_on_cpu(cfg)
+        except ValueError as err:
+            raise SystemExit(f'error: {err}')
         setup_cpu_distributed(cfg)
     return cfg
 

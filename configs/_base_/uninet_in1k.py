@@ -1,6 +1,6 @@
 # ImageNet-1k classification with UniNet: the DeiT recipe, built on mmpretrain's DeiT/Swin
 # ImageNet configs (which reproduce DeiT's training). Variant configs (uninet_b*_in1k.py) set the
-# architecture, stochastic depth and image size.
+# architecture, stochastic depth, image size and augmentation level (below).
 #
 # DeiT recipe (paper): AdamW, lr 1e-3 for a total batch of 1024 (5e-4 x 1024 / 512), weight
 # decay 0.05, 300 epochs, cosine decay, 5 warm-up epochs. From mmpretrain's DeiT config:
@@ -65,6 +65,29 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
+
+# Augmentation strength grows with model size: the paper (section 4) trains small models with
+# small augmentation and large ones with heavy augmentation, as EfficientNetV2 (Tan & Le, 2021,
+# Table 6: regularisation -- RandAugment magnitude, Mixup -- set per size class S/M/L) does.
+# The paper does not list the settings per size; the split is our choice, and each level adds one
+# component of DeiT's recipe to the one below:
+#   small  (B0, B1, B2): the authors' published B1 run (Sense-X/UniNet exp/b1/run.sh):
+#                        RandAugment rand-m9-mstd0.5-inc1, Mixup 0.8, CutMix 1.0, label
+#                        smoothing 0.1, no random erasing (--reprob 0.0);
+#   medium (B3, B4):     + random erasing 0.25 (DeiT's default, also the reference main.py's);
+#   large  (B5, B6):     + repeated augmentation (DeiT: each image 3 times per epoch under
+#                        different augmentations; the reference main.py's --repeated-aug).
+# Mixup/CutMix and label smoothing (model.train_cfg above) are the same at every level.
+uninet_aug_pipelines = dict(
+    small=[t for t in _base_.train_pipeline if t['type'] != 'RandomErasing'],
+    medium=_base_.train_pipeline,
+    large=_base_.train_pipeline,
+)
+uninet_aug_samplers = dict(
+    small=dict(type='DefaultSampler', shuffle=True),
+    medium=dict(type='DefaultSampler', shuffle=True),
+    large=dict(type='RepeatAugSampler', num_repeats=3, shuffle=True),
+)
 
 # Paper silent: no model EMA and no repeated augmentation (mmpretrain's DeiT configs use neither
 # for the small models).

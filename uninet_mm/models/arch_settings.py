@@ -180,5 +180,39 @@ def parse_arch(arch: Union[str, Mapping, ArchSpec]) -> ArchSpec:
     stages = arch['stages']
     if isinstance(stages, (str, bytes)) or not hasattr(stages, '__len__') or not len(stages):
         raise ArchError('UniNet arch: "stages" must be a non-empty list of stage dicts')
-    return ArchSpec(stem_channels=arch['stem_channels'], head_channels=arch['head_channels'],
+    spec = ArchSpec(stem_channels=arch['stem_channels'], head_channels=arch['head_channels'],
                     stages=tuple(_parse_stage(i, s) for i, s in enumerate(stages)))
+    _check_widths(spec)
+    return spec
+
+
+#: GOPs whose blocks keep their width (no shortcut projection), so their input must have it.
+TOKEN_MIXER_GOPS = ('SA', 'LSA', 'MLP')
+
+
+def _check_widths(spec: ArchSpec) -> None:
+    """Checks that need the neighbouring widths: what each block receives and builds.
+
+    Stage 0 has no downsampling module, so its first block receives the stem's channels. A
+    DWConv/Conv block can change the width (its shortcut projects), a transformer block cannot:
+    with another width it would build and then fail inside the first convolution of forward.
+    A hidden width ``int(in_channels * expansion)`` below 1 would build zero-channel layers.
+    """
+    first = spec.stages[0]
+    if first.gop in TOKEN_MIXER_GOPS and first.channels != spec.stem_channels:
+        raise _stage_error(
+            0, 'channels', first.channels,
+            f'stage 0 has no downsampling module, so its first block receives the stem\'s '
+            f'{spec.stem_channels} channels, and gop {first.gop!r} keeps the width: set stage 0 '
+            f'channels to {spec.stem_channels}, stem_channels to {first.channels}, or use gop '
+            f"'DWConv'/'Conv' (which project the shortcut)")
+    in_channels = spec.stem_channels
+    for index, stage in enumerate(spec.stages):
+        block_in = in_channels if stage.dsm is None else stage.channels
+        narrowest = min(block_in, stage.channels)
+        if int(narrowest * stage.expansion) < 1:
+            raise _stage_error(
+                index, 'expansion', stage.expansion,
+                f'the hidden width int({narrowest} * {stage.expansion}) would be 0; use an '
+                f'expansion of at least {1 / narrowest:.3g} (the search space uses 2-6)')
+        in_channels = stage.channels

@@ -1,3 +1,5 @@
-from .pretrained import CheckpointMismatchError, extract_state_dict, load_pretrained_backbone
+from .pretrained import (CheckpointMismatchError, PretrainedConfigError, apply_pretrained,
+                         extract_state_dict, load_pretrained_backbone)
 
-__all__ = ['CheckpointMismatchError', 'extract_state_dict', 'load_pretrained_backbone']
+__all__ = ['CheckpointMismatchError', 'PretrainedConfigError', 'apply_pretrained',
+           'extract_state_dict', 'load_pretrained_backbone']

@@ -27,6 +27,9 @@ EXPECTED_LAYOUTS = {
                  '    {root}/train/<wnid>/*.JPEG   (one folder per class)\n'
                  '    {root}/val/<wnid>/*.JPEG     (or flat folders listed by\n'
                  '    {root}/meta/train.txt and {root}/meta/val.txt)'),
+    'ImageNet21k': ('ImageNet-21K (mmpretrain ImageNet21k):\n'
+                    '    {root}/train/<wnid>/*.JPEG   (one folder per class, 21842 classes;\n'
+                    '    or flat folders listed by {root}/meta/train.txt)'),
 }
 
 _SYNTHETIC_HINT = ('For a smoke test without the real data, '

@@ -1,6 +1,6 @@
 """Strict loading of pretrained backbone weights, with errors that say what does not fit."""
 import logging
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, MutableMapping, Optional
 
 import torch
 from mmengine.logging import print_log
@@ -74,3 +74,66 @@ def load_pretrained_backbone(model: nn.Module, checkpoint: str, prefix: Optional
     print_log(f'Loaded {len(own)} pretrained tensors from {checkpoint}'
               + (f' (skipped {len(skipped)} head-conv tensors: with_head_conv=False)'
                  if skipped else ''), logger='current', level=logging.INFO)
+
+
+class PretrainedConfigError(ValueError):
+    """``pretrained`` and ``model.backbone.init_cfg`` ask for different checkpoints."""
+
+
+def _pretrained_init(init_cfg: Any) -> Optional[dict]:
+    """The ``Pretrained`` entry of a backbone ``init_cfg`` (a dict or a list of dicts)."""
+    for entry in init_cfg if isinstance(init_cfg, list) else [init_cfg]:
+        if isinstance(entry, Mapping) and entry.get('type') == 'Pretrained':
+            return entry
+    return None
+
+
+def apply_pretrained(cfg: Any, cfg_options: Optional[Mapping] = None) -> Optional[str]:
+    """Make the backbone's ``init_cfg`` load the checkpoint the user asked for; return its path.
+
+    Run on the final config (after ``--cfg-options``), since a config file evaluates its own
+    expressions when it is parsed and never sees later overrides. A user can set the checkpoint
+
+    * as ``pretrained = 'PATH'`` in a config file or ``--cfg-options pretrained=PATH``: the
+      backbone gets ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``
+      (``pretrained=None`` on the command line turns loading off);
+    * through ``model.backbone.init_cfg`` (in the file or as ``--cfg-options
+      model.backbone.init_cfg.checkpoint=PATH``): kept as given; a missing ``type`` becomes
+      ``'Pretrained'`` and a missing ``prefix`` ``'backbone.'``, and ``pretrained`` is set to it.
+
+    Both on the command line with different paths raise :class:`PretrainedConfigError`.
+    Configs without a ``pretrained`` key (ImageNet training) are left alone.
+    """
+    backbone = cfg.get('model', {}).get('backbone')
+    if 'pretrained' not in cfg or not isinstance(backbone, MutableMapping):
+        return None
+    options = dict(cfg_options or {})
+    init_from_cli = any(k == 'model.backbone.init_cfg' or k.startswith('model.backbone.init_cfg.')
+                        for k in options)
+    pretrained = cfg.get('pretrained') or None
+    init = backbone.get('init_cfg')
+    if (isinstance(init, MutableMapping) and 'checkpoint' in init
+            and 'type' not in init):  # e.g. only model.backbone.init_cfg.checkpoint was given
+        init['type'] = 'Pretrained'
+    entry = _pretrained_init(init)
+    if entry is not None:
+        entry.setdefault('prefix', 'backbone.')
+    from_init = entry.get('checkpoint') if entry is not None else None
+
+    if init_from_cli and 'pretrained' in options:
+        if pretrained != from_init:
+            raise PretrainedConfigError(
+                f'--cfg-options sets pretrained={pretrained!r} and model.backbone.init_cfg '
+                f'with checkpoint={from_init!r}; give only one of them')
+    elif init_from_cli or (pretrained is None and 'pretrained' not in options):
+        cfg['pretrained'] = from_init  # the init_cfg decides
+        return from_init
+    if pretrained is None:
+        backbone['init_cfg'] = None
+        return None
+    if from_init is not None and from_init != pretrained:
+        print_log(f'pretrained = {pretrained!r} replaces the checkpoint {from_init!r} of '
+                  'model.backbone.init_cfg', logger='current', level=logging.WARNING)
+    backbone['init_cfg'] = dict(entry or {}, type='Pretrained', checkpoint=pretrained,
+                                prefix=(entry or {}).get('prefix', 'backbone.'))
+    return pretrained

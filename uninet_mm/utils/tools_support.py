@@ -11,9 +11,11 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger, print_log
 
+from .pretrained import apply_pretrained
+
 __all__ = ['add_launcher_args', 'export_local_rank', 'load_config', 'build_runner',
            'setup_cpu_distributed', 'warn_if_training_from_scratch', 'log_parameter_hash',
-           'enable_visualization']
+           'enable_visualization', 'refuse_sync_bn_on_cpu', 'sync_bn_paths']
 
 
 def add_launcher_args(parser: argparse.ArgumentParser, cfg_options_help: str) -> None:
@@ -39,12 +41,29 @@ def load_config(config: str, launcher: str, cfg_options: Optional[dict],
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
+        _open_none_parents(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
+    apply_pretrained(cfg, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def _open_none_parents(cfg: Config, cfg_options: dict) -> None:
+    """Turn a ``None`` on the path of a dotted option into ``{}`` so the option can fill it,
+    e.g. ``model.backbone.init_cfg.checkpoint=PATH`` where the config says ``init_cfg=None``
+    (mmengine refuses to merge a dict into ``None``)."""
+    for key in cfg_options:
+        node = cfg._cfg_dict
+        parts = key.split('.')
+        for part in parts[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                break
+            if node[part] is None:
+                node[part] = {}
+            node = node[part]
 
 
 def build_runner(cfg: Config):
@@ -84,6 +103,33 @@ def setup_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def sync_bn_paths(node, path: str = 'model') -> list:
+    """Dotted config paths of every ``norm_cfg`` asking for ``SyncBN`` under ``node``."""
+    found = []
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            found.append(path)
+        for key, value in node.items():
+            found += sync_bn_paths(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            found += sync_bn_paths(value, f'{path}.{index}')
+    return found
+
+
+def refuse_sync_bn_on_cpu(cfg: Config) -> None:
+    """Distributed training without a GPU cannot run SyncBN: torch's ``nn.SyncBatchNorm``
+    has CUDA kernels only, and DDP refuses to wrap CPU modules holding it. Say so, and how to
+    switch to BN, before anything is built (the shipped det/seg configs use SyncBN)."""
+    paths = sync_bn_paths(cfg.get('model', {}))
+    if paths:
+        options = ' '.join(f'{p}.type=BN' for p in paths)
+        raise ValueError(
+            f'SyncBN needs GPUs: torch\'s nn.SyncBatchNorm does not run on CPUs, and no GPU '
+            f'was found for this distributed run. The config uses it at {", ".join(paths)}. '
+            f'Train on GPUs, or use per-process BatchNorm with --cfg-options {options}')
+
+
 def warn_if_training_from_scratch(cfg: Config, logger: MMLogger) -> bool:
     """Log a warning when a config that expects pretrained weights gets none; True if it did.
 
@@ -100,10 +146,11 @@ def warn_if_training_from_scratch(cfg: Config, logger: MMLogger) -> bool:
                for i in inits):
             return False
         logger.warning(
-            'No pretrained backbone: `pretrained` is not set in the config, so the UniNet '
-            'backbone is trained from scratch (random initialisation). The published '
-            'detection/segmentation results start from ImageNet-1k weights: set '
-            '`pretrained = "PATH"` in the config to a checkpoint made by '
+            'No pretrained backbone: neither `pretrained` nor model.backbone.init_cfg names a '
+            'checkpoint, so the UniNet backbone is trained from scratch (random '
+            'initialisation). The published detection/segmentation results start from '
+            'ImageNet-1k weights: set `pretrained = "PATH"` in the config or pass '
+            '--cfg-options pretrained=PATH, with a checkpoint made by '
             'tools/model_converters/uninet_official_to_mm.py.')
         return True
     if 'finetune_from' in cfg:
@@ -158,5 +205,6 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
     elif scope == 'mmpretrain':
         hook['enable'] = True
         hook['out_dir'] = show_dir
+        hook['interval'] = 1  # every image (mmpretrain's default draws every 5000th)
     else:
         raise ValueError(f'--show-dir is not supported for default_scope {scope!r}')

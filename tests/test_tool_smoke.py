@@ -1,0 +1,231 @@
+"""Smoke tests of the user-facing tools on the built-in synthetic data, each run as a user runs
+it (a subprocess), checking the files it should write: valid JSON, images of the right size,
+one drawing per image.
+
+    tools/dataset_converters/make_synthetic_data.py   (coco, ade20k)
+    tools/train.py -> tools/analysis_tools/plot_loss_curve.py (segmentation, a few iterations)
+    tools/test.py --show-dir                          (segmentation, classification)
+    tools/demo/image_demo.py                          (detection, segmentation)
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('mmdet')
+pytest.importorskip('mmseg')
+pytest.importorskip('mmpretrain')
+
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / 'tools'
+QUICKSTART = REPO / 'configs' / 'quickstart'
+SIZE = (96, 128)  # (H, W) of the generated images
+
+
+def run_tool(args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          cwd=str(cwd), env=env, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    return proc
+
+
+def image_size(path: Path):
+    """(H, W) of a valid image file (PIL decodes the whole file)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.height, img.width
+
+
+# ------------------------------------------------------------------- make_synthetic_data.py
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    common = ['--num-train', '4', '--num-val', '2', '--size', *map(str, SIZE)]
+    tool = TOOLS / 'dataset_converters' / 'make_synthetic_data.py'
+    coco = run_tool([tool, 'coco', '--out', root / 'coco', *common], cwd=root)
+    ade = run_tool([tool, 'ade20k', '--out', root / 'ade', *common], cwd=root)
+    return dict(root=root, coco=root / 'coco', ade=root / 'ade' / 'ADEChallengeData2016',
+                stdout=coco.stdout + ade.stdout)
+
+
+def test_make_synthetic_data_coco(data):
+    assert 'coco: 4 train + 2 val images' in data['stdout']
+    for split, count in (('train2017', 4), ('val2017', 2)):
+        ann = json.loads((data['coco'] / 'annotations' / f'instances_{split}.json').read_text())
+        assert len(ann['images']) == count and ann['annotations']
+        assert [c['name'] for c in ann['categories']] == ['circle', 'rectangle', 'triangle',
+                                                           'star', 'ring']
+        ids = {img['id'] for img in ann['images']}
+        for img in ann['images']:
+            assert image_size(data['coco'] / split / img['file_name']) == SIZE
+            assert (img['height'], img['width']) == SIZE
+        for obj in ann['annotations']:
+            x, y, w, h = obj['bbox']
+            assert obj['image_id'] in ids and w > 0 and h > 0 and obj['area'] > 0
+            assert x + w <= SIZE[1] and y + h <= SIZE[0]
+    manifest = json.loads((data['coco'] / 'synthetic_manifest.json').read_text())
+    assert manifest
+    # Asked again with the same parameters: nothing is rewritten.
+    again = run_tool([TOOLS / 'dataset_converters' / 'make_synthetic_data.py', 'coco', '--out',
+                      data['coco'], '--num-train', '4', '--num-val', '2', '--size',
+                      *map(str, SIZE)], cwd=data['root'])
+    assert 'already up to date' in again.stdout
+
+
+def test_make_synthetic_data_ade20k(data):
+    for split, count in (('training', 4), ('validation', 2)):
+        images = sorted((data['ade'] / 'images' / split).glob('*.jpg'))
+        labels = sorted((data['ade'] / 'annotations' / split).glob('*.png'))
+        assert len(images) == len(labels) == count
+        for image, label in zip(images, labels):
+            assert image.stem == label.stem
+            assert image_size(image) == image_size(label) == SIZE
+            values = np.unique(np.array(Image.open(label)))
+            assert set(values.tolist()) <= set(range(1, 7)) and 1 in values  # background = 1
+
+
+# ------------------------------------------- segmentation: train, loss curve, test, demo
+def _seg_options(data_root: Path) -> list:
+    options = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [f'{loader}.dataset.data_root={data_root}', f'{loader}.num_workers=0',
+                    f'{loader}.persistent_workers=False', f'{loader}.batch_size=2']
+    return options + ['train_cfg.max_iters=4', 'train_cfg.val_interval=100',
+                      'default_hooks.checkpoint.interval=4', 'default_hooks.logger.interval=1']
+
+
+@pytest.fixture(scope='module')
+def seg_run(data, tmp_path_factory):
+    """Four training iterations of the quickstart segmentation config (tools/train.py)."""
+    work = tmp_path_factory.mktemp('seg_work')
+    config = QUICKSTART / 'upernet_uninet_tiny_synthetic_ade.py'
+    run_tool([TOOLS / 'train.py', config, '--work-dir', work, '--cfg-options',
+              *_seg_options(data['ade'])], cwd=data['root'])
+    checkpoint = work / 'iter_4.pth'
+    assert checkpoint.is_file()
+    return dict(work=work, config=config, checkpoint=checkpoint)
+
+
+@pytest.mark.slow
+def test_plot_loss_curve_on_a_training_run(seg_run, tmp_path):
+    out = tmp_path / 'curve.png'
+    proc = run_tool([TOOLS / 'analysis_tools' / 'plot_loss_curve.py', seg_run['work'],
+                     '--out', out], cwd=tmp_path)
+    assert f'loss curve written to {out}' in proc.stdout
+    height, width = image_size(out)
+    assert height > 100 and width > 100
+    pixels = np.array(Image.open(out).convert('L'))
+    assert pixels.std() > 5  # something is drawn, not a blank canvas
+
+
+@pytest.mark.slow
+def test_test_tool_show_dir_segmentation(seg_run, data, tmp_path):
+    show = tmp_path / 'show'
+    options = [o for o in _seg_options(data['ade']) if o.startswith('test_dataloader')]
+    proc = run_tool([TOOLS / 'test.py', seg_run['config'], seg_run['checkpoint'],
+                     '--work-dir', tmp_path / 'work', '--show-dir', show,
+                     '--cfg-options', *options], cwd=tmp_path)
+    assert 'mIoU:' in proc.stdout
+    drawings = sorted(p for p in show.rglob('*') if p.suffix in ('.png', '.jpg'))
+    assert len(drawings) == 2, drawings  # one per val image
+    for path in drawings:
+        height, width = image_size(path)
+        assert height >= SIZE[0] and width >= SIZE[1]
+
+
+@pytest.mark.slow
+def test_image_demo_segmentation(seg_run, data, tmp_path):
+    image = sorted((data['ade'] / 'images' / 'validation').glob('*.jpg'))[0]
+    out = tmp_path / 'seg.jpg'
+    proc = run_tool([TOOLS / 'demo' / 'image_demo.py', seg_run['config'],
+                     seg_run['checkpoint'], image, '--out-file', out], cwd=tmp_path)
+    assert f'prediction drawn to {out}' in proc.stdout
+    assert image_size(out) == SIZE
+    drawn = np.array(Image.open(out).convert('RGB'), dtype=np.float32)
+    original = np.array(Image.open(image).convert('RGB'), dtype=np.float32)
+    assert np.abs(drawn - original).mean() > 1  # the classes are painted over the image
+
+
+# ------------------------------------------------------------------------- detection demo
+def _save_untrained(config: Path, scope: str, path: Path, dataset_meta: dict,
+                    cfg_options: dict = None) -> None:
+    """A checkpoint of the config's model as initialised (weights do not matter here)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(str(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(scope)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(dataset_meta=dataset_meta)), path)
+
+
+@pytest.mark.slow
+def test_image_demo_detection(data, tmp_path):
+    config = QUICKSTART / 'mask_rcnn_uninet_tiny_synthetic.py'
+    checkpoint = tmp_path / 'det.pth'
+    classes = ('circle', 'rectangle', 'triangle', 'star', 'ring')
+    _save_untrained(config, 'mmdet', checkpoint, dict(classes=classes))
+    image = sorted((data['coco'] / 'val2017').glob('*.jpg'))[0]
+    out = tmp_path / 'det.jpg'
+    proc = run_tool([TOOLS / 'demo' / 'image_demo.py', config, checkpoint, image,
+                     '--out-file', out, '--score-thr', '0.0'], cwd=tmp_path)
+    assert f'prediction drawn to {out}' in proc.stdout
+    assert image_size(out) == SIZE
+
+
+# ------------------------------------------------------------------ classification show-dir
+CLS_CONFIG = """
+_base_ = [{base!r}]
+data_preprocessor = dict(num_classes=2)
+model = dict(
+    backbone=dict(arch={arch!r}, drop_path_rate=0.0),
+    head=dict(in_channels=64, num_classes=2, topk=(1, )))
+__test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=64, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=64),
+    dict(type='PackInputs'),
+]
+test_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(_delete_=True, type='CustomDataset', data_root={data_root!r},
+                 pipeline=__test_pipeline))
+test_evaluator = dict(type='Accuracy', topk=(1, ))
+"""
+
+
+@pytest.mark.slow
+def test_test_tool_show_dir_classification(data, tmp_path):
+    from .conftest import tiny_arch
+    root = tmp_path / 'cls'
+    images = sorted((data['coco'] / 'val2017').glob('*.jpg'))
+    for index, image in enumerate(images):  # two classes, one image each
+        (root / f'class{index}').mkdir(parents=True)
+        shutil.copy(image, root / f'class{index}' / image.name)
+    arch = dict(tiny_arch(), head_channels=64, _delete_=True)
+    config = tmp_path / 'tiny_cls.py'
+    config.write_text(CLS_CONFIG.format(base=str(REPO / 'configs' / 'uninet_b0_in1k.py'),
+                                        arch=arch, data_root=str(root)))
+    checkpoint = tmp_path / 'cls.pth'
+    _save_untrained(config, 'mmpretrain', checkpoint, dict(classes=('class0', 'class1')))
+    show = tmp_path / 'show'
+    proc = run_tool([TOOLS / 'test.py', config, checkpoint, '--work-dir', tmp_path / 'work',
+                     '--show-dir', show], cwd=tmp_path)
+    assert 'accuracy/top1:' in proc.stdout
+    drawings = sorted(p for p in show.rglob('*') if p.suffix in ('.png', '.jpg'))
+    assert len(drawings) == len(images), drawings
+    for path in drawings:
+        height, width = image_size(path)
+        assert height >= 64 and width >= 64
