@@ -181,3 +181,36 @@ def test_resume_refuses_another_search_and_fresh_start_refuses_old_state(tmp_pat
     other.proxy.data.update(root=str(tmp_path / 'data'), num_train=5, num_val=5)
     with pytest.raises(ValueError, match='reward'):
         prepare_search(other, str(tmp_path), resume=True)
+
+
+def test_ray_searcher_hands_out_each_arch_once_and_survives_save_restore(tmp_path):
+    """ControllerSearcher as Tune drives it: suggestions wait for the batch, results update
+    the controller, and a pickled + restored searcher (Tuner.restore) keeps the trials that
+    were running and samples nothing twice."""
+    import pickle
+
+    from uninet_mm.search.ray_tune import ControllerSearcher
+
+    settings = check_search_config(synthetic_cfg(archs_per_update=3), max_trials=6)
+    searcher = ControllerSearcher(settings.driver_kwargs(), str(tmp_path))
+    first = [searcher.suggest(f't{i}') for i in range(3)]
+    assert [c['index'] for c in first] == [0, 1, 2]
+    assert searcher.suggest('t3') is None  # the update waits for the batch
+    assert first[0]['backbone_kwargs']['input_size'] == (48, 48)
+    searcher.on_trial_complete('t1', fake_trial(first[1]['tokens'], 1))
+    searcher.on_trial_complete('t0', None, error=True)
+
+    searcher.save(str(tmp_path / 'searcher.pth'))
+    restored = pickle.loads(pickle.dumps(searcher))  # what Tune keeps in tuner.pkl
+    restored.restore(str(tmp_path / 'searcher.pth'))
+    assert restored.suggest('t9') is None  # t2 is still running: not handed out again
+    restored.on_trial_complete('t2', fake_trial(first[2]['tokens'], 2))
+    assert len(restored.driver.updates) == 1
+    second = [restored.suggest(f'u{i}') for i in range(3)]
+    assert [c['index'] for c in second] == [3, 4, 5]
+    for i, config in enumerate(second):
+        restored.on_trial_complete(f'u{i}', fake_trial(config['tokens'], config['index']))
+    assert restored.suggest('u9') == restored.FINISHED
+    log = read_log(str(tmp_path))
+    assert sorted(r['trial'] for r in log) == list(range(6))
+    assert [r['status'] for r in log][:2] == ['ok', 'failed']

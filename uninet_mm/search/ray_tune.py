@@ -85,11 +85,12 @@ class ControllerSearcher(Searcher):
                       if e['assigned'] == trial_id and not e['scored']), None)
         if entry is None:
             return  # not ours (or already scored before a restore)
-        if error or not result or 'status' not in result:
+        if error or not result:
             outcome = dict(status='failed', error=f'Ray Tune trial {trial_id} errored (see its '
                            f'error.txt in the Tune experiment folder)')
         else:
             outcome = {k: result.get(k) for k in RESULT_KEYS}
+            outcome['status'] = outcome['status'] or 'ok'
             outcome['error'] = outcome['error'] or None
         record = self.driver.complete(entry['index'], outcome)
         self.driver.save(self.work_dir)

@@ -24,7 +24,8 @@ def search_logger(work_dir: str) -> MMLogger:
     if MMLogger.check_instance_created(name):
         return MMLogger.get_instance(name)
     return MMLogger.get_instance(name, logger_name='uninet_search',
-                                 log_file=str(Path(work_dir) / 'search.log'), log_level='INFO')
+                                 log_file=str(Path(work_dir) / 'search.log'), log_level='INFO',
+                                 file_mode='a')
 
 
 class ProxyTrial:
