@@ -1,5 +1,6 @@
 """The unified search space: counts, decoding into UniNet archs, presets and validation."""
 import itertools
+import json
 import random
 
 import numpy as np
@@ -28,6 +29,7 @@ def test_full_space_counts_match_the_paper():
     assert [(d.stage, d.name) for d in FULL.decisions[:5]] == [
         (1, 'gop'), (1, 'dsm'), (1, 'expansion'), (1, 'width'), (1, 'repeat_delta')]
     assert len(FULL.decisions) == 25
+    assert FULL.base_arch == parse_arch('b0') and FULL.input_size == (160, 160)
     per_stage = FULL.num_choices[:5]
     assert per_stage == [5, 3, 5, 5, 5] and np.prod(per_stage) == 1875
     assert FULL.size == 1875 ** 5
@@ -96,6 +98,32 @@ def test_every_sequence_decodes_to_a_valid_arch(data, preset):
     assert space.stage_choices(tokens)[space.searched_stages[0]]['gop'] in space.gops
 
 
+@st.composite
+def search_spaces(draw) -> SearchSpace:
+    """Any valid space: subsets of the GOPs/DSMs, odd widths and deltas, any published base."""
+    def subset(values):
+        return tuple(draw(st.lists(st.sampled_from(values), min_size=1, unique=True)))
+    return SearchSpace(
+        base_arch=draw(st.sampled_from(['b0', 'b3', 'b6'])),
+        gops=subset(['SA', 'LSA', 'Conv', 'DWConv', 'MLP']), dsms=subset(['L', 'LG', 'G']),
+        expansions=tuple(draw(st.lists(st.integers(1, 8), min_size=1, max_size=4, unique=True))),
+        widths=tuple(draw(st.lists(st.floats(0.05, 4.0), min_size=1, max_size=4, unique=True))),
+        repeat_deltas=tuple(draw(st.lists(st.integers(-30, 5), min_size=1, max_size=4,
+                                          unique=True))),
+        searched_stages=subset([1, 2, 3, 4, 5]),
+        input_size=(draw(st.integers(32, 512)), draw(st.integers(32, 512))))
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(space=search_spaces(), data=st.data())
+def test_any_valid_space_decodes_to_valid_archs(space, data):
+    tokens = [data.draw(st.integers(0, n - 1)) for n in space.num_choices]
+    parse_arch(space.decode(tokens))
+    assert space.backbone_kwargs(tokens)['input_size'] == space.input_size
+    assert SearchSpace.from_config(json.loads(json.dumps(space.config))).decode(tokens) == \
+        space.decode(tokens)
+
+
 def test_random_networks_build_and_run_at_a_non_square_size():
     space = SearchSpace(base_arch=small_base(), input_size=(64, 96))
     rng = random.Random(0)
@@ -149,7 +177,7 @@ def test_config_round_trip_and_overrides():
                                          input_size=160, widths=[1.0, 1.5]))
     assert space.searched_stages == (4, 5) and space.input_size == (160, 160)
     assert space.gops == ('Conv', 'DWConv') and space.widths == (1.0, 1.5)
-    again = SearchSpace.from_config(space.config)
+    again = SearchSpace.from_config(json.loads(json.dumps(space.config)))  # as a log stores it
     assert again.config == space.config and again.decisions == space.decisions
     tokens = space.sample(random.Random(1))
     assert again.decode(tokens) == space.decode(tokens)

@@ -3,7 +3,7 @@
 From NASNet (arXiv 1707.07012, appendix A), which MnasNet and UniNet reuse: one LSTM layer of
 100 units, one softmax classifier per decision, the previous decision fed back as the next
 input, all weights initialised uniformly in [-0.1, 0.1]. Ours (not stated there): the
-previous token enters through an embedding of its own per decision (decisions have different
+previous token enters through embedding rows of its own decision (decisions have different
 vocabularies), and the first step reads a learned start vector.
 """
 from typing import Optional, Sequence, Tuple
@@ -47,7 +47,7 @@ class LSTMController(nn.Module):
         num, widest = len(num_choices), max(num_choices)
         self.start = nn.Parameter(torch.empty(1, hidden_size))
         self.lstm = nn.LSTM(hidden_size, hidden_size, batch_first=True)
-        # token embeddings of all decisions in one table; decision t's rows start at offset t
+        # one embedding table for all decisions; decision t's tokens start at row token_offsets[t]
         offsets = torch.tensor((0,) + num_choices[:-1]).cumsum(0)
         self.register_buffer('token_offsets', offsets, persistent=False)
         self.embedding = nn.Embedding(sum(num_choices), hidden_size)
@@ -119,6 +119,7 @@ class LSTMController(nn.Module):
         log_probs = self._log_softmax(hidden, everything)
         chosen = log_probs.gather(2, tokens[:, :, None])[:, :, 0]
         return chosen, self._entropy(log_probs, everything)
+
     def evaluate(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Log-probability (num,) of whole sequences (num, T) and their summed entropy (num,),
         differentiable."""

@@ -21,8 +21,9 @@ Rules that are ours (the paper does not state them):
 * **Base architecture**: UniNet-B0's layout (:data:`DEFAULT_BASE_ARCH`). The paper derives
   its initial network from EfficientNetV2 but does not print it; B0 is the network the search
   produced at the paper's 550M-FLOPs target (0.555 GFLOPs at 160 px), so +-50 % width and
-  +-2 repeats around it span the region the search explored. Stem, head, stage 0, the strides
-  and every stage that is not searched are taken from the base unchanged.
+  +-2 repeats around it span the region the search explored. For the same reason the
+  default proxy input size is 160 px (B0's size; the FLOPs target is met there). Stem,
+  head, stage 0, the strides and every stage that is not searched come from the base.
 * **Channel rounding**: ``round_channels(base * width, divisor)``: the nearest multiple of
   ``divisor``, at least ``divisor``, bumped up one step if rounding lost more than 10 %
   (the MobileNet/EfficientNet rule). ``divisor`` is 32 (the attention head width) when the
@@ -130,7 +131,10 @@ class SearchSpace:
         searched_stages: indices of the stages the decisions rewrite (1 .. len(stages) - 1;
             stage 0 has no DSM and stays fixed). Emitted in ascending order.
         input_size: (H, W) or int: the proxy-task input size every decoded network is built
-            for (MLP stages need it) and at which its FLOPs are counted. Default 224.
+            for (MLP stages need it) and at which its FLOPs are counted. Default 160: the
+            paper does not state its proxy resolution, but its searched network, B0, has
+            0.555 GFLOPs at 160 px, i.e. it meets the 550M target there (at 224 px it has
+            1.12 G).
 
     Raises:
         SearchSpaceError: for any invalid setting, at construction, naming the field, the
@@ -145,7 +149,7 @@ class SearchSpace:
                  widths: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5),
                  repeat_deltas: Sequence[int] = (-2, -1, 0, 1, 2),
                  searched_stages: Sequence[int] = (1, 2, 3, 4, 5),
-                 input_size: Union[int, Sequence[int]] = (224, 224)):
+                 input_size: Union[int, Sequence[int]] = (160, 160)):
         try:
             self.base_arch: ArchSpec = parse_arch(base_arch)
         except ArchError as error:
