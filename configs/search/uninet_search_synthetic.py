@@ -1,27 +1,27 @@
-# Built-in UniNet architecture search on generated data: runs on 2 CPU cores in about
-# 15 minutes (python tools/search.py configs/search/uninet_search_synthetic.py --work-dir DIR).
+# Built-in UniNet architecture search on generated data, for 2 CPU cores in about 15 minutes:
+#   python tools/search.py configs/search/uninet_search_synthetic.py --work-dir DIR
 #
 # Same method as the paper's search (configs/search/uninet_search_in1k.py), scaled down so one
-# trial takes seconds: a tiny base network (UniNet-B0's layout at about 1/4 of its widths and
-# repeats), 48x48 images of one coloured shape on a textured background (5 classes, the
-# classification twin of the quickstart's shapes, generated into data/search_shapes_cls on first
-# use), 500 training and 200 held-out images, 2 epochs per architecture, and a FLOPs target t
-# near the middle of the FLOPs this space spans at 48 px.
+# trial takes seconds: a tiny base network (UniNet-B0's layout at about 1/4 of its widths),
+# 32x32 images of one coloured shape on a textured background (5 classes, the classification
+# twin of the quickstart's shapes, generated into data/search_shapes_cls on first use), 400
+# training and 100 held-out images, 2 epochs (20 steps) per architecture, 60 architectures,
+# 6 per PPO update, and a FLOPs target t near the middle of what this space spans at 32 px.
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
-input_size = (48, 48)
+input_size = (32, 32)
 
 # Search space: the paper's full per-stage choices over a tiny base architecture.
 search_space = dict(
     base_arch=dict(
-        stem_channels=16,
+        stem_channels=8,
         head_channels=128,
         stages=[
-            dict(gop='DWConv', dsm=None, expansion=1, channels=16, repeats=1, stride=1),
-            dict(gop='DWConv', dsm='L', expansion=4, channels=24, repeats=1, stride=2),
-            dict(gop='DWConv', dsm='L', expansion=6, channels=32, repeats=1, stride=2),
-            dict(gop='DWConv', dsm='L', expansion=3, channels=48, repeats=2, stride=2),
-            dict(gop='SA', dsm='LG', expansion=2, channels=64, repeats=2, stride=1),
+            dict(gop='DWConv', dsm=None, expansion=1, channels=8, repeats=1, stride=1),
+            dict(gop='DWConv', dsm='L', expansion=4, channels=16, repeats=1, stride=2),
+            dict(gop='DWConv', dsm='L', expansion=6, channels=24, repeats=1, stride=2),
+            dict(gop='DWConv', dsm='L', expansion=3, channels=32, repeats=2, stride=2),
+            dict(gop='SA', dsm='LG', expansion=2, channels=32, repeats=2, stride=1),
             dict(gop='SA', dsm='LG', expansion=5, channels=64, repeats=2, stride=2),
         ]),
     gops=('SA', 'LSA', 'Conv', 'DWConv', 'MLP'),
@@ -32,18 +32,19 @@ search_space = dict(
     searched_stages=(1, 2, 3, 4, 5),
     input_size=input_size)
 
-# Reward r = a * (t / f) ** alpha with f counted at 48x48 (multiply-adds, batch 1).
-reward = dict(target=15e6, alpha=0.07, hard=False)
+# Reward r = a * (t / f) ** alpha with f counted at 32x32 (multiply-adds, batch 1); the space
+# spans about 3M-40M FLOPs there, t sits near the middle.
+reward = dict(target=10e6, alpha=0.07, hard=False)
 
 # Controller and PPO: NASNet/MnasNet settings except the learning rate and the update size,
 # scaled for a search of ~150 instead of ~8,000 architectures (see README, "Architecture
 # search"): with lr 3.5e-4 the policy would barely move in 15 updates.
 controller = dict(hidden_size=100, init_range=0.1)
-ppo = dict(lr=5e-3, clip=0.2, entropy_weight=1e-5, baseline_decay=0.95, epochs=4, batch_size=10)
+ppo = dict(lr=5e-3, clip=0.2, entropy_weight=1e-5, baseline_decay=0.95, epochs=4, batch_size=6)
 
 search = dict(
-    max_trials=150,
-    archs_per_update=10,
+    max_trials=60,
+    archs_per_update=6,
     seed=0,
     # Reward of a failed trial (exception, NaN loss, out of memory); None: left out of updates.
     failure_reward=0.0,
@@ -56,8 +57,8 @@ data_preprocessor = dict(
     num_classes=5, mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0], to_rgb=True)
 
 proxy = dict(
-    data=dict(type='synthetic_shapes', root='data/search_shapes_cls', num_train=500,
-              num_val=200, image_size=input_size, seed=0),
+    data=dict(type='synthetic_shapes', root='data/search_shapes_cls', num_train=400,
+              num_val=100, image_size=input_size, seed=0),
     threads=1,
     seed=0,
     runner=dict(
@@ -70,7 +71,7 @@ proxy = dict(
             head=dict(type='LinearClsHead', num_classes=5,
                       loss=dict(type='CrossEntropyLoss', loss_weight=1.0))),
         train_dataloader=dict(
-            batch_size=25, num_workers=0,
+            batch_size=40, num_workers=0,
             dataset=dict(type='CustomDataset', pipeline=[
                 dict(type='LoadImageFromFile'),
                 dict(type='RandomFlip', prob=0.5, direction='horizontal'),

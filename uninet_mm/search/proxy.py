@@ -60,6 +60,17 @@ class NonFiniteLossHook(Hook):
                                      f'{runner.iter} (epoch {runner.epoch})')
 
 
+class MetricsCaptureHook(Hook):
+    """Keeps the metrics of the last validation (the one after the last training epoch)."""
+    priority = 'VERY_LOW'
+
+    def __init__(self):
+        self.metrics: Dict[str, float] = {}
+
+    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        self.metrics = dict(metrics or {})
+
+
 class QuietRunner(Runner):
     """A Runner that skips the system environment dump: its compiler and CUDA probes take
     seconds, once per trial; the search logs the environment once."""
@@ -217,9 +228,10 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
     try:
         model = build_proxy_model(proxy, backbone_kwargs)
         result.update(count_model(model, input_size))
-        runner = _build_runner(proxy, model, Path(work_dir) / trial_name)
+        capture = MetricsCaptureHook()
+        runner = _build_runner(proxy, model, Path(work_dir) / trial_name, capture)
         runner.train()
-        metrics = runner.val_loop.run()
+        metrics = capture.metrics
         key = proxy.get('accuracy_key', 'accuracy/top1')
         if key not in metrics:
             raise KeyError(f'validation gave {sorted(metrics)}, not {key!r}; set '
@@ -241,8 +253,10 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
     return result
 
 
-def _build_runner(proxy: Dict[str, Any], model: nn.Module, work_dir: Path):
-    """An mmengine Runner that trains ``model`` for the proxy epochs and validates once after.
+def _build_runner(proxy: Dict[str, Any], model: nn.Module, work_dir: Path,
+                  capture: 'MetricsCaptureHook') -> Runner:
+    """An mmengine Runner that trains ``model`` for the proxy epochs and validates once, after
+    the last epoch (``capture`` keeps the metrics).
 
     Quiet (warnings only), no checkpoints written, a NaN guard hook, its own experiment name
     (so its logger and message hub are not shared with other trials).
@@ -250,13 +264,13 @@ def _build_runner(proxy: Dict[str, Any], model: nn.Module, work_dir: Path):
     cfg = copy.deepcopy(proxy['runner'])
     cfg.pop('model')
     epochs = cfg['train_cfg']['max_epochs']
-    # Validate once, after training (val_loop.run()), not during it.
-    cfg['train_cfg'] = dict(cfg['train_cfg'], by_epoch=True, val_interval=epochs + 1)
+    cfg['train_cfg'] = dict(cfg['train_cfg'], by_epoch=True, val_interval=epochs)
     hooks = dict(checkpoint=dict(type='CheckpointHook', interval=-1, save_last=False),
                  logger=dict(type='LoggerHook', interval=10**6), timer=dict(type='IterTimerHook'),
                  param_scheduler=dict(type='ParamSchedulerHook'))
     cfg['default_hooks'] = dict(hooks, **cfg.get('default_hooks', {}))
-    cfg['custom_hooks'] = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook')]
+    cfg['custom_hooks'] = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook'),
+                                                                capture]
     cfg.setdefault('val_cfg', dict())
     cfg.setdefault('randomness', dict(seed=proxy.get('seed', 0)))
     cfg.setdefault('env_cfg', dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
