@@ -59,8 +59,8 @@ def test_embedded_loop_logs_every_trial_and_updates(tmp_path):
     for record in log:
         assert set(LOG_FIELDS) <= set(record)
         assert record['status'] == 'ok' and record['error'] is None
-        assert record['input_size'] == [48, 48]
-        expected = record['accuracy'] * (15e6 / record['flops']) ** 0.07
+        assert record['input_size'] == [32, 32]
+        expected = record['accuracy'] * (record['t'] / record['flops']) ** 0.07
         assert record['reward'] == pytest.approx(expected)
     assert len(driver.updates) == 3
     assert [u['num_archs'] for u in driver.updates] == [4, 4, 4]
@@ -169,7 +169,7 @@ def test_in1k_config_holds_the_paper_setting():
     assert settings.reward.target == 550e6 and settings.reward.alpha == 0.07
     assert settings.proxy['data']['holdout'] == 50000
     assert settings.proxy['runner']['train_cfg']['max_epochs'] == 5
-    assert settings.space.num_sequences == 1875 ** 5
+    assert settings.space.size == 1875 ** 5
 
 
 def test_resume_refuses_another_search_and_fresh_start_refuses_old_state(tmp_path):
@@ -196,7 +196,7 @@ def test_ray_searcher_hands_out_each_arch_once_and_survives_save_restore(tmp_pat
     first = [searcher.suggest(f't{i}') for i in range(3)]
     assert [c['index'] for c in first] == [0, 1, 2]
     assert searcher.suggest('t3') is None  # the update waits for the batch
-    assert first[0]['backbone_kwargs']['input_size'] == (48, 48)
+    assert first[0]['backbone_kwargs']['input_size'] == (32, 32)
     searcher.on_trial_complete('t1', fake_trial(first[1]['tokens'], 1))
     searcher.on_trial_complete('t0', None, error=True)
 

@@ -63,10 +63,11 @@ def test_nan_loss_and_bad_arch_fail_the_trial_not_the_search(tmp_path, data_root
     settings = check_search_config(tiny_cfg(data_root))
     proxy = prepare_proxy(settings.proxy, str(tmp_path))
     kwargs = settings.space.backbone_kwargs([0] * len(settings.space.decisions))
-    proxy['runner']['optim_wrapper']['optimizer']['lr'] = float('nan')
+    proxy['runner']['model']['head']['loss']['loss_weight'] = float('nan')
     result = run_proxy_trial(proxy, kwargs, str(tmp_path), 'nan')
     assert result['status'] == 'failed'
-    assert 'non-finite' in result['error'] or 'nan' in result['error'].lower()
+    assert 'FloatingPointError: non-finite training loss' in result['error']
+    assert result['flops'] > 0  # counted before training
 
     broken = dict(kwargs, arch=dict(kwargs['arch'], stem_channels=-1))
     result = run_proxy_trial(prepare_proxy(settings.proxy, str(tmp_path)), broken,
@@ -86,7 +87,7 @@ def _history():
         if index == 0:
             tokens[0] = mlp_token  # one architecture with an MLP stage
         history.append(dict(trial=index, tokens=tokens, arch=space.decode(tokens),
-                            input_size=[48, 48], flops=1e7 + index * 1e6, params=1e5,
+                            input_size=[32, 32], flops=1e7 + index * 1e6, params=1e5,
                             accuracy=0.5 + 0.01 * index, reward=0.9 - 0.01 * index, t=15e6,
                             alpha=0.07, hard=False, seconds=1.0, status='ok', error=None))
     history.append(dict(history[1], trial=8, status='failed', error='boom', reward=0.0))

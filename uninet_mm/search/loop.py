@@ -149,7 +149,8 @@ class SearchDriver:
                     input_size=list(self.space.input_size), flops=flops,
                     params=result.get('params'), accuracy=accuracy, reward=reward,
                     t=self.reward.target, alpha=self.reward.alpha, hard=self.reward.hard,
-                    seconds=result.get('seconds'), status=status, error=error,
+                    seconds=result.get('seconds'), cpu_seconds=result.get('cpu_seconds'),
+                    status=status, error=error,
                     batch=len(self.updates))
 
     def _update(self) -> Optional[Dict[str, Any]]:

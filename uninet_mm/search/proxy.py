@@ -11,8 +11,8 @@ One trial (:func:`run_proxy_trial`):
 3. trains it with an mmengine ``Runner`` (``proxy.runner``: dataloaders, optimizer, schedule,
    ``train_cfg.max_epochs`` epochs) on the training split, then scores top-1 accuracy on the
    held-out split once, after training;
-4. returns ``dict(status, accuracy (fraction), flops, params, seconds, error)``. An exception,
-   a non-finite loss (:class:`NonFiniteLossHook`) or running out of memory gives
+4. returns ``dict(status, accuracy (fraction), flops, params, seconds, cpu_seconds, error)``.
+   An exception, a non-finite loss (:class:`NonFiniteLossHook`) or running out of memory gives
    ``status='failed'`` with the error, never an exception.
 
 Data (``proxy.data``), prepared once by :func:`prepare_proxy` before the first trial:
@@ -217,7 +217,7 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
                     trial_name: str = 'trial') -> Dict[str, Any]:
     """Train and score one architecture (see the module docstring); never raises for a
     failing architecture, returns ``status='failed'`` and the error instead."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     threads = proxy.get('threads')
     if threads:
         torch.set_num_threads(int(threads))
@@ -250,6 +250,8 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     result['seconds'] = time.perf_counter() - start
+    # CPU time of this process: the wall time of the trial on cores nobody else uses.
+    result['cpu_seconds'] = time.process_time() - cpu_start
     return result
 
 

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the optional extra
                       f'pip install "ray[tune]"); import failed with: {exc}') from None
 
 EXPERIMENT_NAME = 'tune'
-RESULT_KEYS = ('status', 'error', 'accuracy', 'flops', 'params', 'seconds')
+RESULT_KEYS = ('status', 'error', 'accuracy', 'flops', 'params', 'seconds', 'cpu_seconds')
 
 
 class ControllerSearcher(Searcher):
