@@ -81,11 +81,17 @@ def _history():
     import random
     rng = random.Random(0)
     history = []
-    mlp_token = list(space.decisions[0].choices).index('MLP')
+    gop_at = {d.stage: i for i, d in enumerate(space.decisions) if d.name == 'gop'}
+    mlp, conv = space.gops.index('MLP'), space.gops.index('Conv')
     for index in range(8):
         tokens = space.sample(rng)
-        if index == 0:
-            tokens[0] = mlp_token  # one architecture with an MLP stage
+        if index in (0, 1):
+            for stage, position in gop_at.items():
+                tokens[position] = conv
+        if index == 0:  # MLP at stride 4: no detector possible at 800x1344
+            tokens[gop_at[1]] = mlp
+        if index == 1:  # MLP at stride 32 only: a detector with a fixed input size
+            tokens[gop_at[5]] = mlp
         history.append(dict(trial=index, tokens=tokens, arch=space.decode(tokens),
                             input_size=[32, 32], flops=1e7 + index * 1e6, params=1e5,
                             accuracy=0.5 + 0.01 * index, reward=0.9 - 0.01 * index, t=15e6,
@@ -97,6 +103,8 @@ def _history():
 def test_top_configs_load_and_build(tmp_path):
     from mmengine.registry import init_default_scope
 
+    from uninet_mm import UniNet
+
     history = _history()
     updates = [dict(mean_reward=0.8, first_trial=0, last_trial=3),
                dict(mean_reward=0.85, first_trial=4, last_trial=7)]
@@ -105,26 +113,43 @@ def test_top_configs_load_and_build(tmp_path):
     assert [e['trial'] for e in top] == [0, 1, 2, 3, 4]
     assert (tmp_path / 'search.png').stat().st_size > 10000 and out['picture']
     for entry in top[:2]:  # entry 0 has an MLP stage
+        has_mlp = any(s['gop'] == 'MLP' for s in entry['arch']['stages'])
         cls_cfg = Config.fromfile(entry['cls_config'])
         assert cls_cfg.model.backbone.arch == entry['arch']
+        assert cls_cfg.train_cfg.max_epochs == 300  # the project's full ImageNet recipe
         init_default_scope('mmpretrain')
         from mmpretrain.registry import MODELS as CLS_MODELS
         classifier = CLS_MODELS.build(cls_cfg.model)
         logits = classifier(torch.randn(1, 3, 224, 224), mode='tensor')
         assert logits.shape == (1, 1000)
 
+        if entry['rank'] == 1:
+            assert entry['det_config'] is None
+            assert 'token-mixing parameters' in entry['det_config_skipped']
+            continue
         det_cfg = Config.fromfile(entry['det_config'])
         expected = [entry['arch']['stages'][i]['channels'] for i in (1, 2, 4, 5)]
-        assert det_cfg.model.neck.in_channels == expected
         assert det_cfg.model.type == 'MaskRCNN'
+        assert det_cfg.model.neck.in_channels == expected
+        backbone_cfg = dict(det_cfg.model.backbone)
+        backbone_cfg.pop('type')
+        backbone_cfg['norm_cfg'] = dict(type='BN', requires_grad=True)
+        backbone = UniNet(**backbone_cfg).eval()
+        assert list(backbone.out_channels) == expected
+        if has_mlp:
+            assert tuple(det_cfg.model.backbone.input_size) == (800, 1344)
+            resizes = [t for t in det_cfg.train_dataloader.dataset.pipeline
+                       if t['type'] == 'Resize']
+            assert resizes and all(t['scale'] == (1344, 800) for t in resizes)
+        size = (800, 1344) if has_mlp else (256, 320)
+        with torch.no_grad():
+            feats = backbone(torch.randn(1, 3, *size))
+        assert [f.shape[1] for f in feats] == expected
+
         init_default_scope('mmdet')
         from mmdet.registry import MODELS as DET_MODELS
-        detector = DET_MODELS.build(det_cfg.model)
+        detector = DET_MODELS.build(det_cfg.model)  # needs mmcv's compiled ops
         assert detector.backbone.out_channels == tuple(expected)
-        if any(s['gop'] == 'MLP' for s in entry['arch']['stages']):
-            assert tuple(det_cfg.model.backbone.input_size) == (800, 1344)
-            feats = detector.extract_feat(torch.randn(1, 3, 800, 1344))
-            assert [f.shape[1] for f in feats] == [256] * 5
 
 
 def test_pareto_front_and_top_records():

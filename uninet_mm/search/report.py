@@ -6,7 +6,9 @@
   project's DeiT recipe (inherits ``configs/_base_/uninet_in1k.py``) at 224 px.
 * ``configs/top{rank}_mask_rcnn_1x_coco.py``: Mask R-CNN + FPN 1x on COCO with it as the
   backbone (inherits ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py`` and the project's
-  detection pieces), FPN ``in_channels`` = the channels of stages 1, 2, 4, 5.
+  detection pieces), FPN ``in_channels`` = the channels of stages 1, 2, 4, 5. Architectures
+  with MLP stages get a fixed 800x1344 input (token mixing has weights per position), and
+  none at all when those MLPs would exceed :data:`MAX_DET_MLP_PARAMS` at that size.
 * ``search.png``: reward per trial with the mean reward of every PPO update, and accuracy vs
   FLOPs with the Pareto front (highest accuracy for at most that many FLOPs).
 
@@ -25,6 +27,11 @@ DET_OUT_INDICES = (1, 2, 4, 5)
 #: Fixed detector input (H, W) for architectures with MLP stages, whose token mixing has
 #: weights per token position: 800 x 1344 is mmdet's 1333 x 800 rounded to multiples of 32.
 MLP_DET_INPUT = (800, 1344)
+#: Largest token-mixing MLP (parameters, all MLP blocks together) a generated detector may get.
+#: An MLP block mixes N tokens with two N x N layers, so an MLP stage at stride 8 of an
+#: 800 x 1344 image (N = 16,800) alone needs 564M parameters per block: no detection config is
+#: written for such an architecture (top5.json says why).
+MAX_DET_MLP_PARAMS = 100_000_000
 #: Input size of the generated ImageNet configs (that of configs/_base_/uninet_in1k.py).
 CLS_INPUT = (224, 224)
 
@@ -72,6 +79,19 @@ def _has_mlp(arch: Dict[str, Any]) -> bool:
     return any(stage['gop'] == 'MLP' for stage in arch['stages'])
 
 
+def det_mlp_params(arch: Dict[str, Any], size: Tuple[int, int] = MLP_DET_INPUT) -> int:
+    """Parameters of the token-mixing MLPs of ``arch`` built for an HxW input."""
+    from ..models.arch_settings import parse_arch
+
+    spec = parse_arch(arch)
+    total = 0
+    for stage, stride in zip(spec.stages, spec.stage_strides):
+        if stage.gop == 'MLP':
+            tokens = -(-size[0] // stride) * -(-size[1] // stride)
+            total += stage.repeats * 2 * (tokens * tokens + tokens)
+    return total
+
+
 def cls_config_text(record: Dict[str, Any], rank: int, work_dir: Path, configs: Path) -> str:
     arch = record['arch']
     return (_header(record, rank, work_dir)
@@ -79,7 +99,9 @@ def cls_config_text(record: Dict[str, Any], rank: int, work_dir: Path, configs: 
             + f"_base_ = ['{configs / '_base_' / 'uninet_in1k.py'}']\n\n"
             + f'searched_arch = {pprint.pformat(arch, indent=4, sort_dicts=False)}\n\n'
             + 'model = dict(\n'
-            + f'    backbone=dict(arch=searched_arch, input_size={CLS_INPUT}),\n'
+            + '    # _delete_: the base config names its arch (a string); this one is a dict.\n'
+            + f'    backbone=dict(arch=dict(searched_arch, _delete_=True), '
+            f'input_size={CLS_INPUT}),\n'
             + f"    head=dict(in_channels={arch['head_channels']}))\n")
 
 
@@ -114,7 +136,8 @@ def det_config_text(record: Dict[str, Any], rank: int, work_dir: Path, configs: 
     else:
         backbone_extra = ''
     text += ('model = dict(\n'
-             f'    backbone=dict(_base_.uninet_det_backbone, arch=searched_arch{backbone_extra}),\n'
+             f'    backbone=dict(_base_.uninet_det_backbone, arch=searched_arch'
+             f'{backbone_extra}),\n'
              f'    neck=dict(in_channels={in_channels}))\n\n'
              'optim_wrapper = _base_.uninet_det_optim_wrapper\n'
              'param_scheduler = _base_.uninet_param_scheduler_1x\n'
@@ -135,9 +158,16 @@ def write_top(history: Sequence[Dict[str, Any]], work_dir: str, k: int = 5
         cls_path = out / f'top{rank}_uninet_in1k.py'
         det_path = out / f'top{rank}_mask_rcnn_1x_coco.py'
         cls_path.write_text(cls_config_text(record, rank, work_dir, configs))
-        det_path.write_text(det_config_text(record, rank, work_dir, configs))
-        entries.append(dict(rank=rank, **record, cls_config=str(cls_path),
-                            det_config=str(det_path)))
+        entry = dict(rank=rank, **record, cls_config=str(cls_path), det_config=None)
+        mlp_params = det_mlp_params(record['arch'])
+        if mlp_params <= MAX_DET_MLP_PARAMS:
+            det_path.write_text(det_config_text(record, rank, work_dir, configs))
+            entry['det_config'] = str(det_path)
+        else:
+            entry['det_config_skipped'] = (
+                f'MLP stages would need {mlp_params / 1e6:.0f}M token-mixing parameters at '
+                f'{MLP_DET_INPUT[1]}x{MLP_DET_INPUT[0]} (limit {MAX_DET_MLP_PARAMS / 1e6:.0f}M)')
+        entries.append(entry)
     (work_dir / f'top{k}.json').write_text(json.dumps(entries, indent=2))
     return entries
 
