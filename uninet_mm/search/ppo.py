@@ -129,6 +129,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ checkpointing
     def hparams(self) -> Dict[str, Any]:
+        """The settings a checkpoint records and a resume must match."""
         return {name: getattr(self, name) for name in _HPARAMS}
 
     def state_dict(self) -> Dict[str, Any]:
