@@ -31,7 +31,10 @@ setup(
     extras_require={
         'mm': read_requirements('mminstall'),
         'tests': read_requirements('tests'),
-        'all': read_requirements('mminstall') + read_requirements('tests'),
+        # Ray Tune backend of the architecture search (tools/search.py --backend ray).
+        'search': read_requirements('search'),
+        'all': (read_requirements('mminstall') + read_requirements('tests')
+                + read_requirements('search')),
     },
     license='Apache-2.0',
     zip_safe=False,

@@ -1,0 +1,89 @@
+# Built-in UniNet architecture search on generated data, for 2 CPU cores in about 15 minutes:
+#   python tools/search.py configs/search/uninet_search_synthetic.py --work-dir DIR
+#
+# Same method as the paper's search (configs/search/uninet_search_in1k.py), scaled down so one
+# trial takes seconds: a tiny base network (UniNet-B0's layout at about 1/4 of its widths),
+# 32x32 images of one coloured shape on a textured background (5 classes, the classification
+# twin of the quickstart's shapes, generated into data/search_shapes_cls on first use), 400
+# training and 100 held-out images, 2 epochs (20 steps) per architecture, 60 architectures,
+# 6 per PPO update, and a FLOPs target t near the middle of what this space spans at 32 px.
+custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
+
+input_size = (32, 32)
+
+# Search space: the paper's full per-stage choices over a tiny base architecture.
+search_space = dict(
+    base_arch=dict(
+        stem_channels=8,
+        head_channels=128,
+        stages=[
+            dict(gop='DWConv', dsm=None, expansion=1, channels=8, repeats=1, stride=1),
+            dict(gop='DWConv', dsm='L', expansion=4, channels=16, repeats=1, stride=2),
+            dict(gop='DWConv', dsm='L', expansion=6, channels=24, repeats=1, stride=2),
+            dict(gop='DWConv', dsm='L', expansion=3, channels=32, repeats=2, stride=2),
+            dict(gop='SA', dsm='LG', expansion=2, channels=32, repeats=2, stride=1),
+            dict(gop='SA', dsm='LG', expansion=5, channels=64, repeats=2, stride=2),
+        ]),
+    gops=('SA', 'LSA', 'Conv', 'DWConv', 'MLP'),
+    dsms=('L', 'LG', 'G'),
+    expansions=(2, 3, 4, 5, 6),
+    widths=(0.5, 0.75, 1.0, 1.25, 1.5),
+    repeat_deltas=(-2, -1, 0, 1, 2),
+    searched_stages=(1, 2, 3, 4, 5),
+    input_size=input_size)
+
+# Reward r = a * (t / f) ** alpha with f counted at 32x32 (multiply-adds, batch 1); the space
+# spans about 3M-40M FLOPs there, t sits near the middle.
+reward = dict(target=10e6, alpha=0.07, hard=False)
+
+# Controller and PPO: NASNet/MnasNet settings except the learning rate and the update size,
+# scaled for a search of ~150 instead of ~8,000 architectures (see README, "Architecture
+# search"): with lr 3.5e-4 the policy would barely move in 15 updates.
+controller = dict(hidden_size=100, init_range=0.1)
+ppo = dict(lr=5e-3, clip=0.2, entropy_weight=1e-5, baseline_decay=0.95, epochs=4, batch_size=6)
+
+search = dict(
+    max_trials=60,
+    archs_per_update=6,
+    seed=0,
+    # Reward of a failed trial (exception, NaN loss, out of memory); None: left out of updates.
+    failure_reward=0.0,
+    top_k=5)
+
+# Ray Tune backend (--backend ray): resources of one trial, how many run at once.
+ray = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None)
+
+data_preprocessor = dict(
+    num_classes=5, mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0], to_rgb=True)
+
+proxy = dict(
+    data=dict(type='synthetic_shapes', root='data/search_shapes_cls', num_train=400,
+              num_val=100, image_size=input_size, seed=0),
+    threads=1,
+    seed=0,
+    runner=dict(
+        model=dict(
+            type='ImageClassifier',
+            data_preprocessor=data_preprocessor,
+            backbone=dict(type='UniNet', out_indices=(6, ), with_head_conv=True,
+                          drop_path_rate=0.0),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=5,
+                      loss=dict(type='CrossEntropyLoss', loss_weight=1.0))),
+        train_dataloader=dict(
+            batch_size=40, num_workers=0,
+            dataset=dict(type='CustomDataset', pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+                dict(type='PackInputs')]),
+            sampler=dict(type='DefaultSampler', shuffle=True)),
+        val_dataloader=dict(
+            batch_size=100, num_workers=0,
+            dataset=dict(type='CustomDataset', pipeline=[
+                dict(type='LoadImageFromFile'), dict(type='PackInputs')]),
+            sampler=dict(type='DefaultSampler', shuffle=False)),
+        val_evaluator=dict(type='Accuracy', topk=(1, )),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=4e-3, weight_decay=0.05)),
+        param_scheduler=[dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=2, eta_min=1e-4,
+                              convert_to_iter_based=True)],
+        train_cfg=dict(by_epoch=True, max_epochs=2)))

@@ -1,0 +1,98 @@
+"""Classification twin of the synthetic shapes data: one shape per image, label = its class.
+
+Same scene renderer as :mod:`uninet_mm.datasets.synthetic` (textured background, clutter lines,
+shaded and noisy objects), with exactly one object per image. Written in the ImageNet folder
+layout that mmpretrain's ``CustomDataset`` reads without annotation files::
+
+    ROOT/train/circle/000001.png ...   ROOT/train/ring/...
+    ROOT/val/circle/000001.png ...
+
+Everything is a function of ``seed``; a ``synthetic_manifest.json`` records the parameters so a
+second call with the same parameters does nothing. The architecture search's built-in proxy task
+(``configs/search/uninet_search_synthetic.py``) trains on ``train`` and scores on ``val``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+from .synthetic import (GENERATOR_VERSION, MANIFEST_NAME, SHAPE_CLASSES, PathLike, _clean_dir,
+                        _logger, _save_image, _write_manifest, read_manifest, render_scene)
+
+_SPLIT_CODES = {'train': 1, 'val': 2}
+_SALT = 37
+
+
+def make_shapes_classification(root: PathLike, num_train: int = 400, num_val: int = 100,
+                               image_size: Tuple[int, int] = (32, 32), seed: int = 0,
+                               size_range: Tuple[float, float] = (0.25, 0.45),
+                               force: bool = False) -> dict:
+    """Write a 5-class shape classification set under ``root`` (ImageNet folder layout).
+
+    Args:
+        root: output folder (created).
+        num_train, num_val: images per split; classes are drawn uniformly at random.
+        image_size: (height, width) of every image.
+        seed: everything generated is a function of it.
+        size_range: shape radius range as a fraction of the shorter image side.
+        force: regenerate even if the manifest says the data are up to date.
+
+    Returns:
+        A dict with ``root``, ``train_prefix`` / ``val_prefix`` (folders relative to root),
+        ``classes``, image counts per split and ``generated`` (False when already there).
+    """
+    root = Path(root)
+    params = dict(kind='shapes_cls', version=GENERATOR_VERSION, num_train=int(num_train),
+                  num_val=int(num_val), image_size=[int(image_size[0]), int(image_size[1])],
+                  seed=int(seed), size_range=[float(size_range[0]), float(size_range[1])])
+    info = dict(root=str(root), train_prefix='train', val_prefix='val', classes=SHAPE_CLASSES)
+    manifest = read_manifest(root)
+    if (not force and manifest is not None and manifest.get('params') == params
+            and all((root / split / name).is_dir()
+                    for split in ('train', 'val') for name in SHAPE_CLASSES)):
+        return dict(info, **manifest['stats'], generated=False)
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST_NAME).unlink(missing_ok=True)
+    stats = {}
+    for split, count in (('train', num_train), ('val', num_val)):
+        for name in SHAPE_CLASSES:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            _clean_dir(root / split / name, r'\d{6}\.png')
+        per_class = dict.fromkeys(SHAPE_CLASSES, 0)
+        for index in range(count):
+            rng = np.random.default_rng([int(seed), _SALT, _SPLIT_CODES[split], index])
+            label = int(rng.integers(len(SHAPE_CLASSES)))
+            image, labels = _render_one(rng, tuple(image_size), tuple(size_range), label)
+            name = SHAPE_CLASSES[labels]
+            per_class[name] += 1
+            _save_image(image, root / split / name / f'{index + 1:06d}.png')
+        stats[f'num_{split}_images'] = count
+        stats[f'{split}_per_class'] = per_class
+    _write_manifest(root, dict(generator='uninet_mm.datasets.synthetic', params=params,
+                               stats=stats, classes=list(SHAPE_CLASSES)))
+    _logger().info(f'wrote synthetic shape classification data to {root}: '
+                   f'{num_train} train + {num_val} val images of {image_size[0]}x{image_size[1]}')
+    return dict(info, **stats, generated=True)
+
+
+def _render_one(rng: np.random.Generator, image_size: Tuple[int, int],
+                size_range: Tuple[float, float], label: int) -> Tuple[np.ndarray, int]:
+    """Render a scene with exactly one shape, preferably of class ``label``.
+
+    ``render_scene`` draws its own class, so scenes are redrawn (same generator, deterministic)
+    until the class matches; after 50 tries the drawn class is kept as the label.
+    """
+    found = None
+    for _ in range(50):
+        image, _, labels = render_scene(rng, image_size, num_objects=(1, 1),
+                                        size_range=size_range, max_occlusion=0.0)
+        if labels:
+            found = (image, labels[0])
+            if labels[0] == label:
+                break
+    if found is None:
+        raise RuntimeError(f'could not place a shape in a {image_size} image; use larger images')
+    return found

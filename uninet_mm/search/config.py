@@ -1,0 +1,146 @@
+"""Read and check a search config (``configs/search/*.py``) before any work is done.
+
+A search config has these top-level entries (see ``configs/search/uninet_search_synthetic.py``):
+
+``search_space``  kwargs of :class:`~uninet_mm.search.space.SearchSpace` (or a ``preset``)
+``reward``        ``target`` (t, FLOPs), ``alpha``, ``hard``
+``controller``    kwargs of :class:`~uninet_mm.search.controller.LSTMController`
+``ppo``           kwargs of :class:`~uninet_mm.search.ppo.PPOTrainer`
+``search``        ``max_trials``, ``archs_per_update``, ``seed``, ``failure_reward``, ``top_k``
+``ray``           ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent`` (Ray backend only)
+``proxy``         the proxy task (:mod:`uninet_mm.search.proxy`)
+
+Every problem raises :class:`SearchConfigError` naming the entry and what to change.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from .reward import MnasReward
+from .space import SearchSpace
+
+SECTIONS = ('search_space', 'reward', 'controller', 'ppo', 'search', 'ray', 'proxy')
+SEARCH_KEYS = dict(max_trials=None, archs_per_update=None, seed=0, failure_reward=0.0,
+                   top_k=5)
+RAY_KEYS = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None)
+
+
+class SearchConfigError(ValueError):
+    """A search config that cannot run; the message says what to change."""
+
+
+@dataclass
+class SearchSettings:
+    """A checked search config."""
+    space: SearchSpace
+    reward: MnasReward
+    controller: Dict[str, Any]
+    ppo: Dict[str, Any]
+    search: Dict[str, Any]
+    ray: Dict[str, Any]
+    proxy: Dict[str, Any]
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def driver_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of :class:`~uninet_mm.search.loop.SearchDriver`."""
+        return dict(space=self.space, reward=self.reward, max_trials=self.search['max_trials'],
+                    controller=self.controller, ppo=self.ppo,
+                    archs_per_update=self.search['archs_per_update'],
+                    seed=self.search['seed'], failure_reward=self.search['failure_reward'])
+
+
+def _section(cfg: Mapping, name: str, required: bool = True) -> Dict[str, Any]:
+    value = cfg.get(name)
+    if value is None:
+        if required:
+            raise SearchConfigError(f'search config has no {name!r} section; add one (see '
+                                    f'configs/search/uninet_search_synthetic.py)')
+        return {}
+    if not isinstance(value, Mapping):
+        raise SearchConfigError(f'search config {name!r} must be a dict, got '
+                                f'{type(value).__name__}')
+    return _to_plain(value)
+
+
+def _to_plain(value: Any) -> Any:
+    """mmengine ConfigDicts -> plain dicts/lists (so settings pickle and compare simply)."""
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _with_defaults(name: str, given: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise SearchConfigError(f'search config {name!r} has unknown keys {unknown}; allowed: '
+                                f'{sorted(defaults)}')
+    return {**defaults, **given}
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_search_config(cfg: Mapping, max_trials: Optional[int] = None) -> SearchSettings:
+    """Check every section of a search config (without touching data; see
+    :func:`uninet_mm.search.proxy.prepare_proxy` for that) and build the space and reward.
+
+    Args:
+        cfg: the loaded config (an mmengine ``Config`` or a dict).
+        max_trials: overrides ``search.max_trials`` (``--max-trials``).
+    """
+    from .controller import LSTMController  # noqa: F401  (import errors surface here)
+    from .ppo import PPOTrainer
+
+    try:
+        space = SearchSpace.from_config(_section(cfg, 'search_space'))
+    except ValueError as exc:
+        raise SearchConfigError(f'search config "search_space": {exc}') from None
+    reward_cfg = _with_defaults('reward', _section(cfg, 'reward'),
+                                dict(target=None, alpha=0.07, hard=False))
+    if reward_cfg['target'] is None:
+        raise SearchConfigError('search config "reward" needs target (t, the FLOPs target at '
+                                'the proxy input size; the paper uses 550e6 at ImageNet scale)')
+    try:
+        reward = MnasReward(**reward_cfg)
+    except (TypeError, ValueError) as exc:
+        raise SearchConfigError(f'search config "reward": {exc}') from None
+
+    search = _with_defaults('search', _section(cfg, 'search'), SEARCH_KEYS)
+    if max_trials is not None:
+        search['max_trials'] = max_trials
+    if not _positive_int(search['max_trials']):
+        raise SearchConfigError(f'search.max_trials = {search["max_trials"]!r} must be an int '
+                                f'>= 1 (architectures to score)')
+    ppo = _section(cfg, 'ppo', required=False)
+    if search['archs_per_update'] is None:
+        search['archs_per_update'] = ppo.get('batch_size', 20)
+    if not _positive_int(search['archs_per_update']):
+        raise SearchConfigError(f'search.archs_per_update = {search["archs_per_update"]!r} '
+                                f'must be an int >= 1')
+    if not _positive_int(search['top_k']):
+        raise SearchConfigError(f'search.top_k = {search["top_k"]!r} must be an int >= 1')
+    failure = search['failure_reward']
+    if failure is not None and (isinstance(failure, bool) or not isinstance(failure, (int, float))
+                                or not math.isfinite(failure)):
+        raise SearchConfigError(f'search.failure_reward = {failure!r} must be a finite number '
+                                f'or None (failed trials left out of the PPO update)')
+
+    controller = _section(cfg, 'controller', required=False)
+    try:  # build once to check the controller and PPO settings
+        PPOTrainer(LSTMController(space.num_choices, **controller), **ppo)
+    except (TypeError, ValueError) as exc:
+        raise SearchConfigError(f'search config "controller" / "ppo": {exc}') from None
+
+    ray = _with_defaults('ray', _section(cfg, 'ray', required=False), RAY_KEYS)
+    for key in ('cpus_per_trial', 'gpus_per_trial'):
+        value = ray[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SearchConfigError(f'ray.{key} = {value!r} must be a number >= 0')
+    proxy = _section(cfg, 'proxy')
+    return SearchSettings(space=space, reward=reward, controller=controller, ppo=ppo,
+                          search=search, ray=ray, proxy=proxy)

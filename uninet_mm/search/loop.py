@@ -1,0 +1,318 @@
+"""The search driver (controller + PPO + bookkeeping) and the embedded search loop.
+
+:class:`SearchDriver` is independent of where trials run: it proposes architectures
+(:meth:`~SearchDriver.propose`), takes their results (:meth:`~SearchDriver.complete`), turns
+them into rewards and runs one PPO update each time a batch of ``archs_per_update``
+architectures has been scored. Its whole state (controller weights, Adam state, baseline,
+sampling RNG, history, the architectures of the current batch that are sampled but not yet
+scored) is one :meth:`~SearchDriver.state_dict`, written atomically to
+``WORK_DIR/search_state.pth`` after every scored trial. :func:`run_embedded` runs trials one
+after another in this process; :mod:`uninet_mm.search.ray_tune` runs the same driver as a
+Ray Tune searcher.
+
+Failed trials (an exception, a NaN loss, out of memory): recorded in the log with
+``status='failed'`` and their ``error``; their reward is ``failure_reward`` (default 0.0, the
+lowest reward any architecture can get, so the controller learns to avoid architectures that
+fail, e.g. ones that do not fit in memory) and they take part in the PPO update like any other.
+``failure_reward=None`` leaves them out of the update instead (use it when failures are not the
+architecture's fault, e.g. a flaky cluster node).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from mmengine.logging import MMLogger
+
+from .controller import LSTMController
+from .ppo import PPOTrainer
+from .reward import MnasReward
+from .space import SearchSpace
+
+STATE_NAME = 'search_state.pth'
+LOG_NAME = 'search_log.jsonl'
+STATE_VERSION = 1
+
+#: ``trial_fn(tokens, index) -> result``; the result holds ``accuracy`` (fraction in [0, 1]),
+#: ``flops``, ``params`` and optionally ``seconds``, ``status`` ('ok' / 'failed'), ``error``.
+TrialFn = Callable[[List[int], int], Dict[str, Any]]
+
+
+class SearchDriver:
+    """Proposes architectures, scores their results and updates the controller.
+
+    Args:
+        space: the search space.
+        reward: accuracy/FLOPs reward (t, alpha, hard).
+        max_trials: architectures to score in total.
+        controller: kwargs of :class:`LSTMController` (e.g. ``hidden_size``).
+        ppo: kwargs of :class:`PPOTrainer`.
+        archs_per_update: architectures per PPO update (default: the PPO ``batch_size``).
+        seed: seeds the controller's initial weights and its sampling generator.
+        failure_reward: reward of a failed trial, or None to leave failures out of the update.
+    """
+
+    def __init__(self, space: SearchSpace, reward: MnasReward, max_trials: int,
+                 controller: Optional[dict] = None, ppo: Optional[dict] = None,
+                 archs_per_update: Optional[int] = None, seed: int = 0,
+                 failure_reward: Optional[float] = 0.0):
+        self.space = space
+        self.reward = reward
+        self.max_trials = int(max_trials)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.controller = LSTMController(space.num_choices, **(controller or {}))
+        self.ppo = PPOTrainer(self.controller, **(ppo or {}))
+        self.archs_per_update = int(archs_per_update or self.ppo.batch_size)
+        self.failure_reward = failure_reward
+        self.generator = torch.Generator().manual_seed(seed)
+        #: Sampled architectures of the current batch, scored or not, in sampling order:
+        #: dict(index, tokens, log_prob, reward=None until scored, assigned=trial id or None).
+        self.batch: List[Dict[str, Any]] = []
+        #: Every scored trial (the lines of search_log.jsonl), in the order scored.
+        self.history: List[Dict[str, Any]] = []
+        #: Statistics of every PPO update.
+        self.updates: List[Dict[str, Any]] = []
+        self.num_sampled = 0
+
+    # ------------------------------------------------------------------ proposing
+    @property
+    def finished(self) -> bool:
+        return len(self.history) >= self.max_trials
+
+    def propose(self, trial_id: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """The next architecture to score: ``dict(index, tokens)``, or None when every
+        architecture of the current batch is out and the update waits for their results (or
+        the search is finished). Samples a new batch when the last one is done."""
+        if not self.batch and self.num_sampled < self.max_trials:
+            self._sample_batch()
+        for entry in self.batch:
+            if not entry['scored'] and entry['assigned'] is None:
+                entry['assigned'] = trial_id if trial_id is not None else 'embedded'
+                return dict(index=entry['index'], tokens=list(entry['tokens']))
+        return None
+
+    def _sample_batch(self) -> None:
+        num = min(self.archs_per_update, self.max_trials - self.num_sampled)
+        tokens, log_probs = self.controller.sample(num, generator=self.generator)
+        for row, log_prob in zip(tokens.tolist(), log_probs.tolist()):
+            self.batch.append(dict(index=self.num_sampled, tokens=row, log_prob=log_prob,
+                                   reward=None, scored=False, assigned=None))
+            self.num_sampled += 1
+
+    def release_assignments(self) -> None:
+        """Forget which architectures were out for scoring (after a crash nothing is)."""
+        for entry in self.batch:
+            entry['assigned'] = None
+
+    def pending_indices(self) -> List[int]:
+        """Indices sampled but not yet scored."""
+        return [e['index'] for e in self.batch if not e['scored']]
+
+    # ------------------------------------------------------------------ results
+    def complete(self, index: int, result: Dict[str, Any]) -> Dict[str, Any]:
+        """Record the result of architecture ``index``; returns its log record (with the PPO
+        statistics under ``update`` when this result completed a batch)."""
+        entry = next((e for e in self.batch if e['index'] == index and not e['scored']), None)
+        if entry is None:
+            raise KeyError(f'architecture {index} is not waiting for a result (already scored '
+                           f'or never proposed)')
+        record = self._record(entry, result)
+        entry['scored'] = True
+        entry['reward'] = record['reward'] if record['status'] == 'ok' else self.failure_reward
+        self.history.append(record)
+        if all(e['scored'] for e in self.batch):
+            stats = self._update()
+            if stats is not None:
+                record['update'] = stats
+        return record
+
+    def _record(self, entry: Dict[str, Any], result: Dict[str, Any]) -> Dict[str, Any]:
+        status, error = result.get('status', 'ok'), result.get('error')
+        accuracy, flops = result.get('accuracy'), result.get('flops')
+        reward = None
+        if status == 'ok':
+            try:
+                reward = self.reward(accuracy, flops)
+            except (TypeError, ValueError) as exc:
+                status, error = 'failed', f'unusable result: {exc}'
+        if status != 'ok':
+            reward = self.failure_reward
+        return dict(trial=entry['index'], tokens=list(entry['tokens']),
+                    arch=self.space.decode(entry['tokens']),
+                    input_size=list(self.space.input_size), flops=flops,
+                    params=result.get('params'), accuracy=accuracy, reward=reward,
+                    t=self.reward.target, alpha=self.reward.alpha, hard=self.reward.hard,
+                    seconds=result.get('seconds'), cpu_seconds=result.get('cpu_seconds'),
+                    status=status, error=error,
+                    batch=len(self.updates))
+
+    def _update(self) -> Optional[Dict[str, Any]]:
+        used = [e for e in self.batch if e['reward'] is not None]
+        self.batch = []
+        if not used:
+            return None
+        stats = self.ppo.update(torch.tensor([e['tokens'] for e in used]),
+                                torch.tensor([e['log_prob'] for e in used]),
+                                torch.tensor([float(e['reward']) for e in used]))
+        stats = dict(stats, update=len(self.updates), num_archs=len(used),
+                     first_trial=min(e['index'] for e in used),
+                     last_trial=max(e['index'] for e in used))
+        self.updates.append(stats)
+        return stats
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(version=STATE_VERSION, space=_plain(self.space.config),
+                    reward=dict(target=self.reward.target, alpha=self.reward.alpha,
+                                hard=self.reward.hard),
+                    max_trials=self.max_trials, archs_per_update=self.archs_per_update,
+                    failure_reward=self.failure_reward, ppo=self.ppo.state_dict(),
+                    generator=self.generator.get_state(), batch=self.batch,
+                    history=self.history, updates=self.updates, num_sampled=self.num_sampled)
+
+    def load_state_dict(self, state: Dict[str, Any], max_trials: Optional[int] = None) -> None:
+        """Continue a saved search. The space, reward and update size must be the same;
+        ``max_trials`` may grow."""
+        if state.get('version') != STATE_VERSION:
+            raise ValueError(f'search state version {state.get("version")!r} is not '
+                             f'{STATE_VERSION}; start a new search in another work dir')
+        for key, now in (('space', _plain(self.space.config)),
+                         ('reward', dict(target=self.reward.target, alpha=self.reward.alpha,
+                                         hard=self.reward.hard)),
+                         ('archs_per_update', self.archs_per_update),
+                         ('failure_reward', self.failure_reward)):
+            if state[key] != now:
+                raise ValueError(f'cannot resume: the saved search has {key} = {state[key]!r}, '
+                                 f'this config {now!r}; resume with the config the search '
+                                 f'started with, or use a new work dir')
+        self.ppo.load_state_dict(state['ppo'])
+        self.generator.set_state(state['generator'])
+        self.batch, self.history = state['batch'], state['history']
+        self.updates, self.num_sampled = state['updates'], state['num_sampled']
+        if max_trials is not None:
+            self.max_trials = max(int(max_trials), self.num_sampled)
+
+    def save(self, work_dir: str) -> None:
+        """Write the state atomically to ``work_dir/search_state.pth``."""
+        path = Path(work_dir) / STATE_NAME
+        tmp = path.with_suffix('.tmp')
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, work_dir: str, max_trials: Optional[int] = None) -> None:
+        path = Path(work_dir) / STATE_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f'no search state at {path} to resume; run without '
+                                    f'--resume to start a search there')
+        self.load_state_dict(torch.load(path, map_location='cpu', weights_only=True),
+                             max_trials)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively (what a saved-and-loaded state compares equal to)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The log
+# ---------------------------------------------------------------------------------------------
+def write_log(work_dir: str, records: List[Dict[str, Any]]) -> None:
+    """Rewrite ``search_log.jsonl`` from the records (atomic)."""
+    path = Path(work_dir) / LOG_NAME
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(''.join(json.dumps(r, default=_json_default) + '\n' for r in records))
+    os.replace(tmp, path)
+
+
+def append_log(work_dir: str, record: Dict[str, Any]) -> None:
+    with open(Path(work_dir) / LOG_NAME, 'a') as f:
+        f.write(json.dumps(record, default=_json_default) + '\n')
+
+
+def read_log(work_dir: str) -> List[Dict[str, Any]]:
+    path = Path(work_dir) / LOG_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, 'tolist'):
+        return value.tolist()
+    return str(value)
+
+
+def log_progress(logger: MMLogger, driver: SearchDriver, record: Dict[str, Any]) -> None:
+    """One progress line per scored trial, one more per PPO update."""
+    done = len(driver.history)
+    if record['status'] == 'ok':
+        logger.info(f'trial {record["trial"]} ({done}/{driver.max_trials}): accuracy '
+                    f'{record["accuracy"]:.4f}, {record["flops"] / 1e6:.2f}M FLOPs, '
+                    f'{record["params"] / 1e6:.3f}M params, reward {record["reward"]:.4f}, '
+                    f'{record["seconds"] or 0:.1f} s')
+    else:
+        logger.warning(f'trial {record["trial"]} ({done}/{driver.max_trials}) failed '
+                       f'(reward {record["reward"]}): {record["error"]}')
+    stats = record.get('update')
+    if stats:
+        logger.info(f'PPO update {stats["update"]} on {stats["num_archs"]} archs: mean reward '
+                    f'{stats["mean_reward"]:.4f}, max {stats["max_reward"]:.4f}, baseline '
+                    f'{stats["baseline"]:.4f}, entropy {stats["entropy"]:.3f}')
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedded loop
+# ---------------------------------------------------------------------------------------------
+def run_trial_safely(trial_fn: TrialFn, tokens: List[int], index: int) -> Dict[str, Any]:
+    """Run one trial; an exception becomes a failed result (KeyboardInterrupt and other
+    BaseExceptions still stop the search, which then resumes from its checkpoint)."""
+    start = time.perf_counter()
+    try:
+        result = dict(trial_fn(tokens, index))
+    except Exception as exc:  # noqa: BLE001 -- any trial error is recorded, the search goes on
+        result = dict(status='failed', error=f'{type(exc).__name__}: {exc}',
+                      traceback=traceback.format_exc(limit=5))
+    result.setdefault('seconds', time.perf_counter() - start)
+    return result
+
+
+def run_embedded(driver: SearchDriver, trial_fn: TrialFn, work_dir: str,
+                 logger: Optional[MMLogger] = None) -> SearchDriver:
+    """Score architectures one after another in this process until ``driver.finished``.
+
+    Checkpoints after every scored trial, then appends the trial's line to the log; on a
+    resumed driver the log is first rewritten from the checkpoint's history, so a line
+    written after the last checkpoint (a kill between the two writes) is not duplicated.
+    """
+    logger = logger or MMLogger.get_current_instance()
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    driver.release_assignments()
+    write_log(work_dir, driver.history)
+    if driver.history:
+        logger.info(f'resuming: {len(driver.history)} trials scored, '
+                    f'{len(driver.pending_indices())} sampled and waiting '
+                    f'{driver.pending_indices()}, {len(driver.updates)} PPO updates done')
+    while not driver.finished:
+        proposal = driver.propose()
+        if proposal is None:
+            raise RuntimeError('search driver has nothing to propose before it is finished '
+                               '(bug)')
+        result = run_trial_safely(trial_fn, proposal['tokens'], proposal['index'])
+        record = driver.complete(proposal['index'], result)
+        driver.save(work_dir)
+        append_log(work_dir, record)
+        log_progress(logger, driver, record)
+    return driver

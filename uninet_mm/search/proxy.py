@@ -1,0 +1,300 @@
+"""The proxy task: train one sampled UniNet as an mmpretrain classifier and score it.
+
+One trial (:func:`run_proxy_trial`):
+
+1. builds the ``ImageClassifier`` of ``proxy.runner.model`` with the sampled backbone
+   (``SearchSpace.backbone_kwargs``: the arch dict and the proxy input size) and the head's
+   ``in_channels`` set to the arch's head width;
+2. counts its FLOPs and parameters with the project's counter
+   (:func:`uninet_mm.utils.flops.model_complexity`: multiply-adds, batch 1, at the proxy input
+   size, classifier head included, as the paper counts);
+3. trains it with an mmengine ``Runner`` (``proxy.runner``: dataloaders, optimizer, schedule,
+   ``train_cfg.max_epochs`` epochs) on the training split, then scores top-1 accuracy on the
+   held-out split once, after training;
+4. returns ``dict(status, accuracy (fraction), flops, params, seconds, cpu_seconds, error)``.
+   An exception, a non-finite loss (:class:`NonFiniteLossHook`) or running out of memory gives
+   ``status='failed'`` with the error, never an exception.
+
+Data (``proxy.data``), prepared once by :func:`prepare_proxy` before the first trial:
+
+* ``dict(type='synthetic_shapes', root=..., num_train, num_val, image_size, seed)``: the
+  built-in shape classification set (:func:`uninet_mm.datasets.make_shapes_classification`),
+  generated on first use; its ``val`` split is the held-out set.
+* ``dict(type='imagenet_holdout', data_root=..., holdout=50000, seed=0)``: ImageNet-1K's
+  training set (``data_root/train/<wnid>/*.JPEG``, listed by ``data_root/meta/train.txt`` when
+  it exists) split once, with a fixed seed, into ``holdout`` images to score on and the rest to
+  train on (the split lists are written to ``WORK_DIR/splits/``). Missing data stop the search
+  before any trial with an error saying where they were looked for.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+from mmengine.runner import Runner
+from torch import nn
+
+PROXY_DATA_TYPES = ('synthetic_shapes', 'imagenet_holdout')
+
+
+class ProxyConfigError(ValueError):
+    """A proxy-task setting that cannot work; the message says what to change."""
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop a proxy trial as soon as its training loss is NaN or infinite."""
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        loss = (outputs or {}).get('loss')
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            raise FloatingPointError(f'non-finite training loss {float(loss)} at iteration '
+                                     f'{runner.iter} (epoch {runner.epoch})')
+
+
+class MetricsCaptureHook(Hook):
+    """Keeps the metrics of the last validation (the one after the last training epoch)."""
+    priority = 'VERY_LOW'
+
+    def __init__(self):
+        self.metrics: Dict[str, float] = {}
+
+    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        self.metrics = dict(metrics or {})
+
+
+class QuietRunner(Runner):
+    """A Runner that skips the system environment dump: its compiler and CUDA probes take
+    seconds, once per trial; the search logs the environment once."""
+
+    def _log_env(self, env_cfg: dict) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Data preparation (once per search, before any trial)
+# ---------------------------------------------------------------------------------------------
+def prepare_proxy(proxy: Dict[str, Any], work_dir: str) -> Dict[str, Any]:
+    """Check the proxy settings, make the data ready and return the proxy config with the
+    dataloaders pointing at them (absolute paths, so trials may run in any directory).
+
+    Raises:
+        ProxyConfigError: missing keys, a missing data set, an unusable split.
+    """
+    proxy = copy.deepcopy(dict(proxy))
+    for key in ('data', 'runner'):
+        if key not in proxy:
+            raise ProxyConfigError(f'search config: proxy needs a {key!r} entry (see '
+                                   f'configs/search/uninet_search_synthetic.py)')
+    runner = proxy['runner']
+    for key in ('model', 'train_dataloader', 'val_dataloader', 'val_evaluator',
+                'optim_wrapper', 'train_cfg'):
+        if key not in runner:
+            raise ProxyConfigError(f'search config: proxy.runner needs {key!r}')
+    epochs = runner['train_cfg'].get('max_epochs')
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ProxyConfigError(f'search config: proxy.runner.train_cfg.max_epochs = {epochs!r} '
+                               f'must be an int >= 1 (epochs per architecture)')
+    data = dict(proxy['data'])
+    kind = data.pop('type', None)
+    if kind == 'synthetic_shapes':
+        roots = _prepare_synthetic(data)
+    elif kind == 'imagenet_holdout':
+        roots = _prepare_imagenet(data, Path(work_dir))
+    else:
+        raise ProxyConfigError(f'search config: proxy.data.type = {kind!r}; choose one of '
+                               f'{list(PROXY_DATA_TYPES)}')
+    for split, (data_root, prefix, ann_file) in roots.items():
+        dataset = runner[f'{split}_dataloader']['dataset']
+        dataset.update(data_root=data_root, data_prefix=prefix, ann_file=ann_file)
+    return proxy
+
+
+def _prepare_synthetic(data: Dict[str, Any]) -> Dict[str, Tuple[str, str, str]]:
+    from ..datasets.synthetic_cls import make_shapes_classification
+
+    root = Path(data.pop('root', 'data/search_shapes_cls')).resolve()
+    try:
+        info = make_shapes_classification(root, **data)
+    except TypeError as exc:
+        raise ProxyConfigError(f'search config: proxy.data for synthetic_shapes: {exc}; '
+                               f'allowed keys: root, num_train, num_val, image_size, seed, '
+                               f'size_range') from None
+    return dict(train=(str(root), info['train_prefix'], ''),
+                val=(str(root), info['val_prefix'], ''))
+
+
+def _prepare_imagenet(data: Dict[str, Any], work_dir: Path) -> Dict[str, Tuple[str, str, str]]:
+    root = Path(data.get('data_root', 'data/imagenet')).resolve()
+    holdout, seed = data.get('holdout', 50000), data.get('seed', 0)
+    train_dir = root / 'train'
+    if not train_dir.is_dir():
+        raise ProxyConfigError(
+            f'ImageNet-1K not found: {train_dir} does not exist. Put the ImageNet-1K training '
+            f'set there (train/<wnid>/*.JPEG, optionally meta/train.txt as mmpretrain expects) '
+            f'or set proxy.data.data_root in the search config')
+    splits = work_dir / 'splits'
+    train_list, holdout_list = splits / 'search_train.txt', splits / 'search_holdout.txt'
+    if not (train_list.is_file() and holdout_list.is_file()):
+        lines = _imagenet_train_lines(root)
+        if not isinstance(holdout, int) or not 0 < holdout < len(lines):
+            raise ProxyConfigError(f'proxy.data.holdout = {holdout!r} must be an int between 1 '
+                                   f'and the {len(lines)} training images found in {train_dir}')
+        order = list(range(len(lines)))
+        random.Random(seed).shuffle(order)
+        held = set(order[:holdout])
+        splits.mkdir(parents=True, exist_ok=True)
+        holdout_list.write_text(''.join(lines[i] + '\n' for i in sorted(held)))
+        train_list.write_text(''.join(lines[i] + '\n' for i in range(len(lines))
+                                      if i not in held))
+    return dict(train=(str(root), 'train', str(train_list)),
+                val=(str(root), 'train', str(holdout_list)))
+
+
+def _imagenet_train_lines(root: Path) -> List[str]:
+    """``'<wnid>/<file> <label>'`` lines of the training set (meta/train.txt or the folders)."""
+    meta = root / 'meta' / 'train.txt'
+    if meta.is_file():
+        return [ln.strip() for ln in meta.read_text().splitlines() if ln.strip()]
+    classes = sorted(p.name for p in (root / 'train').iterdir() if p.is_dir())
+    lines = []
+    for label, wnid in enumerate(classes):
+        lines += [f'{wnid}/{f.name} {label}' for f in sorted((root / 'train' / wnid).iterdir())
+                  if f.is_file()]
+    if not lines:
+        raise ProxyConfigError(f'no training images found under {root / "train"}')
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# One trial
+# ---------------------------------------------------------------------------------------------
+class _TensorForward(nn.Module):
+    """``ImageClassifier`` in tensor mode (backbone, neck, head logits) for the FLOP counter."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs, mode='tensor')
+
+
+def build_proxy_model(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any]) -> nn.Module:
+    """The ``ImageClassifier`` of ``proxy.runner.model`` with the sampled backbone."""
+    import uninet_mm  # noqa: F401  (registers UniNet)
+    from mmengine.registry import MODELS, init_default_scope
+
+    init_default_scope('mmpretrain')
+    cfg = copy.deepcopy(proxy['runner']['model'])
+    cfg['backbone'] = dict(cfg.get('backbone', {}), type='UniNet', **backbone_kwargs)
+    cfg['head'] = dict(cfg['head'], in_channels=backbone_kwargs['arch']['head_channels'])
+    return MODELS.build(cfg)
+
+
+def count_model(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, int]:
+    """FLOPs (multiply-adds) and parameters of the classifier at HxW, batch 1."""
+    from ..utils.flops import model_complexity
+
+    was_training = model.training
+    model.eval()
+    try:
+        result = model_complexity(_TensorForward(model), torch.randn(1, 3, *input_size))
+    finally:
+        model.train(was_training)
+    return dict(flops=int(result['flops']), params=int(result['params']))
+
+
+def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work_dir: str,
+                    trial_name: str = 'trial') -> Dict[str, Any]:
+    """Train and score one architecture (see the module docstring); never raises for a
+    failing architecture, returns ``status='failed'`` and the error instead."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    threads = proxy.get('threads')
+    if threads:
+        torch.set_num_threads(int(threads))
+    input_size = tuple(backbone_kwargs['input_size'])
+    result: Dict[str, Any] = dict(status='ok', error=None, accuracy=None, flops=None,
+                                  params=None)
+    runner = None
+    try:
+        model = build_proxy_model(proxy, backbone_kwargs)
+        result.update(count_model(model, input_size))
+        capture = MetricsCaptureHook()
+        runner = _build_runner(proxy, model, Path(work_dir) / trial_name, capture)
+        runner.train()
+        metrics = capture.metrics
+        key = proxy.get('accuracy_key', 'accuracy/top1')
+        if key not in metrics:
+            raise KeyError(f'validation gave {sorted(metrics)}, not {key!r}; set '
+                           f'proxy.accuracy_key')
+        accuracy = float(metrics[key]) / proxy.get('accuracy_scale', 100.0)
+        if not math.isfinite(accuracy):
+            raise FloatingPointError(f'non-finite accuracy {accuracy}')
+        result['accuracy'] = accuracy
+    except torch.OutOfMemoryError as exc:
+        result.update(status='failed', error=f'out of memory: {exc}'.splitlines()[0])
+    except Exception as exc:  # noqa: BLE001 -- the search records the error and goes on
+        result.update(status='failed', error=f'{type(exc).__name__}: {exc}')
+    finally:
+        if runner is not None:
+            _release_runner(runner)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    result['seconds'] = time.perf_counter() - start
+    # CPU time of this process: the wall time of the trial on cores nobody else uses.
+    result['cpu_seconds'] = time.process_time() - cpu_start
+    return result
+
+
+def _build_runner(proxy: Dict[str, Any], model: nn.Module, work_dir: Path,
+                  capture: 'MetricsCaptureHook') -> Runner:
+    """An mmengine Runner that trains ``model`` for the proxy epochs and validates once, after
+    the last epoch (``capture`` keeps the metrics).
+
+    Quiet (warnings only), no checkpoints written, a NaN guard hook, its own experiment name
+    (so its logger and message hub are not shared with other trials).
+    """
+    cfg = copy.deepcopy(proxy['runner'])
+    cfg.pop('model')
+    epochs = cfg['train_cfg']['max_epochs']
+    cfg['train_cfg'] = dict(cfg['train_cfg'], by_epoch=True, val_interval=epochs)
+    hooks = dict(checkpoint=dict(type='CheckpointHook', interval=-1, save_last=False),
+                 logger=dict(type='LoggerHook', interval=10**6), timer=dict(type='IterTimerHook'),
+                 param_scheduler=dict(type='ParamSchedulerHook'))
+    cfg['default_hooks'] = dict(hooks, **cfg.get('default_hooks', {}))
+    cfg['custom_hooks'] = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook'),
+                                                                capture]
+    cfg.setdefault('val_cfg', dict())
+    cfg.setdefault('randomness', dict(seed=proxy.get('seed', 0)))
+    cfg.setdefault('env_cfg', dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
+                                   dist_cfg=dict(backend='nccl')))
+    cfg.setdefault('log_level', 'WARNING')
+    cfg['default_scope'] = 'mmpretrain'
+    return QuietRunner(model=model, work_dir=str(work_dir),
+                        experiment_name=f'{work_dir.name}_{uuid.uuid4().hex[:8]}', **cfg)
+
+
+def _release_runner(runner) -> None:
+    """Close and forget the per-trial logger, message hub, visualizer and scope instances, so
+    thousands of trials do not keep thousands of open log files."""
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+
+    name = runner.experiment_name
+    logger = MMLogger._instance_dict.pop(name, None)
+    if logger is not None:
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)
+    for cls in (MessageHub, Visualizer, DefaultScope):
+        cls._instance_dict.pop(name, None)

@@ -1,0 +1,66 @@
+"""The multi-objective search reward of MnasNet (arXiv 1807.11626), used by UniNet.
+
+Soft constraint (UniNet's reward, MnasNet's default)::
+
+    r(m) = a(m) * (t / f(m)) ** alpha           t = 550e6 FLOPs, alpha = 0.07
+
+Hard constraint (MnasNet's other variant: exponent 0 within the budget, 1 above it)::
+
+    r(m) = a(m)                    if f(m) <= t
+    r(m) = a(m) * (t / f(m))       otherwise
+
+(MnasNet writes both as ``ACC * (LAT / T) ** w`` with w = -0.07 for the soft form, and w = 0
+below / -1 above T for the hard one: the same functions.) t = 550M and alpha = 0.07 are
+UniNet's values (paper section 3.4); the hard variant's exponents are MnasNet's.
+"""
+import math
+from dataclasses import dataclass
+
+#: UniNet's FLOPs target t (multiply-adds, counted at the proxy input size).
+DEFAULT_TARGET_FLOPS = 550e6
+#: UniNet's (and MnasNet's soft) exponent alpha.
+DEFAULT_ALPHA = 0.07
+
+
+@dataclass(frozen=True)
+class MnasReward:
+    """A validated reward setting; ``MnasReward(...)(accuracy, flops)`` is the reward.
+
+    Raises ValueError at construction for t <= 0 or a negative / non-finite alpha, so a bad
+    search config stops before any architecture is trained.
+    """
+    target: float = DEFAULT_TARGET_FLOPS
+    alpha: float = DEFAULT_ALPHA
+    hard: bool = False
+
+    def __post_init__(self):
+        if not _finite_number(self.target) or self.target <= 0:
+            raise ValueError(f'reward target t = {self.target!r} must be a positive number of '
+                             f'FLOPs (UniNet uses 550e6)')
+        if not _finite_number(self.alpha) or self.alpha < 0:
+            raise ValueError(f'reward alpha = {self.alpha!r} must be a number >= 0 (UniNet uses '
+                             f'0.07; 0 ignores FLOPs)')
+        if not isinstance(self.hard, bool):
+            raise ValueError(f'reward hard = {self.hard!r} must be True or False')
+
+    def __call__(self, accuracy: float, flops: float) -> float:
+        """Reward of one architecture; ``accuracy`` in any fixed unit (fraction or percent)."""
+        if not _finite_number(accuracy) or accuracy < 0:
+            raise ValueError(f'accuracy = {accuracy!r} must be a finite number >= 0')
+        if not _finite_number(flops) or flops <= 0:
+            raise ValueError(f'flops = {flops!r} must be a positive finite number '
+                             f'(multiply-adds at the proxy input size)')
+        exponent = (0.0 if flops <= self.target else 1.0) if self.hard else self.alpha
+        return float(accuracy) * (self.target / float(flops)) ** exponent
+
+
+def mnas_reward(accuracy: float, flops: float, target: float = DEFAULT_TARGET_FLOPS,
+                alpha: float = DEFAULT_ALPHA, hard: bool = False) -> float:
+    """``a * (t / f) ** alpha`` (soft) or MnasNet's hard-constraint variant; see the module
+    docstring. Raises ValueError for t <= 0, alpha < 0, flops <= 0 or a bad accuracy."""
+    return MnasReward(target, alpha, hard)(accuracy, flops)
+
+
+def _finite_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -1,0 +1,112 @@
+"""One entry point for a whole search: check the config, prepare the data, run the trials
+(embedded or on Ray Tune), write the outputs. ``tools/search.py`` is a thin CLI around
+:func:`run_search`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from mmengine.logging import MMLogger
+
+from .config import SearchSettings, check_search_config
+from .loop import STATE_NAME, SearchDriver, run_embedded
+from .proxy import prepare_proxy, run_proxy_trial
+from .report import update_curve, write_outputs
+
+BACKENDS = ('embedded', 'ray')
+
+
+def search_logger(work_dir: str) -> MMLogger:
+    """The search's own logger: console and ``WORK_DIR/search.log``."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    name = f'uninet_search:{Path(work_dir).resolve()}'
+    if MMLogger.check_instance_created(name):
+        return MMLogger.get_instance(name)
+    return MMLogger.get_instance(name, logger_name='uninet_search',
+                                 log_file=str(Path(work_dir) / 'search.log'), log_level='INFO',
+                                 file_mode='a')
+
+
+class ProxyTrial:
+    """The embedded backend's trial function: the proxy task on the architecture's tokens."""
+
+    def __init__(self, settings: SearchSettings, proxy: Dict[str, Any], work_dir: str):
+        self.space = settings.space
+        self.proxy = proxy
+        self.trial_dir = str(Path(work_dir) / 'trials')
+
+    def __call__(self, tokens: List[int], index: int) -> Dict[str, Any]:
+        return run_proxy_trial(self.proxy, self.space.backbone_kwargs(tokens), self.trial_dir,
+                               trial_name=f'{index:05d}')
+
+
+def prepare_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
+                   resume: bool = False):
+    """Check the config, prepare the data and build (or resume) the driver, before any trial.
+
+    Returns ``(settings, proxy, driver)``; every config problem raises here.
+    """
+    settings = check_search_config(cfg, max_trials)
+    state = Path(work_dir) / STATE_NAME
+    if not resume and state.exists():
+        raise FileExistsError(f'{work_dir} already holds a search ({state}); pass --resume to '
+                              f'continue it or choose another --work-dir')
+    proxy = prepare_proxy(settings.proxy, work_dir)
+    driver = SearchDriver(**settings.driver_kwargs())
+    if resume:
+        driver.load(work_dir, max_trials=max_trials)
+    return settings, proxy, driver
+
+
+def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
+               resume: bool = False, backend: str = 'embedded', trial_fn=None,
+               ray_address: Optional[str] = None) -> Dict[str, Any]:
+    """Run (or resume) a search and write its outputs into ``work_dir``.
+
+    Args:
+        cfg: a search config (see :mod:`uninet_mm.search.config`).
+        work_dir: where the state, the log, the configs and the pictures go.
+        max_trials: overrides ``search.max_trials``.
+        resume: continue the search saved in ``work_dir``.
+        backend: ``'embedded'`` (trials one after another in this process) or ``'ray'``.
+        trial_fn: embedded backend only: replaces the proxy task (tests, custom scoring).
+        ray_address: Ray backend only: the cluster to join (None: start a local one or use
+            the one ``ray.init`` was already called for).
+
+    Returns:
+        ``dict(driver, curve, top, picture, top_json, seconds, trials_per_hour)``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}; choose one of {list(BACKENDS)}')
+    logger = search_logger(work_dir)
+    settings, proxy, driver = prepare_search(cfg, work_dir, max_trials, resume)
+    logger.info(f'search space: {settings.space!r}')
+    logger.info(f'reward: t={settings.reward.target:g} FLOPs, alpha={settings.reward.alpha}, '
+                f'hard={settings.reward.hard}; {driver.max_trials} trials, '
+                f'{driver.archs_per_update} per PPO update; backend {backend}')
+    start = time.perf_counter()
+    done_before = len(driver.history)
+    if backend == 'embedded':
+        run_embedded(driver, trial_fn or ProxyTrial(settings, proxy, work_dir), work_dir, logger)
+    else:
+        if trial_fn is not None:
+            raise ValueError('trial_fn is for the embedded backend; the Ray backend runs the '
+                             'proxy task')
+        from .ray_tune import run_ray
+        driver = run_ray(settings, proxy, driver, work_dir, resume=resume, logger=logger,
+                         address=ray_address)
+    seconds = time.perf_counter() - start
+    outputs = write_outputs(driver.history, driver.updates, work_dir, settings.search['top_k'])
+    curve = update_curve(driver.updates)
+    scored = len(driver.history) - done_before
+    per_hour = scored / seconds * 3600 if seconds > 0 else float('nan')
+    logger.info(f'search finished: {len(driver.history)} trials scored '
+                f'({scored} in this run, {seconds:.0f} s, {per_hour:.0f} trials/hour)')
+    logger.info('mean reward per PPO update: ' + ', '.join(f'{v:.4f}' for v in curve))
+    for entry in outputs['top']:
+        logger.info(f'top {entry["rank"]}: trial {entry["trial"]}, reward {entry["reward"]:.4f}, '
+                    f'accuracy {entry["accuracy"]:.4f}, {entry["flops"] / 1e6:.2f}M FLOPs; '
+                    f'configs {entry["cls_config"]}, {entry["det_config"]}')
+    logger.info(f'log {Path(work_dir) / "search_log.jsonl"}, picture {outputs["picture"]}')
+    return dict(outputs, driver=driver, curve=curve, seconds=seconds, trials_per_hour=per_hour)
