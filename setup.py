@@ -31,7 +31,9 @@ setup(
     extras_require={
         'mm': read_requirements('mminstall'),
         'tests': read_requirements('tests'),
-        'all': read_requirements('mminstall') + read_requirements('tests'),
+        'deploy': read_requirements('deploy'),
+        'all': (read_requirements('mminstall') + read_requirements('tests') +
+                read_requirements('deploy')),
     },
     license='Apache-2.0',
     zip_safe=False,
