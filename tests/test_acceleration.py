@@ -281,3 +281,32 @@ def test_benchmark_tool_runs_uninet_variants(tmp_path):
     assert 0 < rows['plain']['fwd_peak'] < 100 and 0 < rows['sac']['train_peak'] < 100
     assert 'train_ms' not in rows['fused']  # an inference-only variant
     assert (tmp_path / 'bench.json').is_file()
+
+
+# ---------------------------------------------------------------------------- config switch
+def test_acceleration_hook_converts_and_fuses_for_test():
+    from types import SimpleNamespace
+
+    from mmengine.registry import HOOKS
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = UniNet(tiny_arch(), out_indices=(1, 2))
+            self.neck = nn.Conv2d(32, 8, 3)
+
+    detector = Detector().eval()
+    _randomize(detector.backbone)
+    x = torch.randn(1, 3, 40, 52)
+    with torch.no_grad():
+        expected = detector.backbone(x)
+    hook = HOOKS.build(dict(type='UniNetAccelerationHook'))
+    runner = SimpleNamespace(model=detector)
+    hook.before_run(runner)
+    assert detector.neck.weight.is_contiguous(memory_format=torch.channels_last)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in detector.backbone.modules())
+    hook.before_test(runner)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in detector.backbone.modules())
+    with torch.no_grad():
+        for a, b in zip(detector.backbone(x), expected):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@
                                    convolutions, matmuls and attention, recompute the
                                    elementwise ops (norms, GELU, SE gating, residual sums)
 :func:`accelerate`                 the three above plus ``torch.compile`` from one call
+:class:`UniNetAccelerationHook`    the config switch for tools/train.py and tools/test.py
 =================================  ========================================================
 
 What each option buys on a 2-core CPU is printed side by side by
@@ -20,6 +21,9 @@ import copy
 from typing import Any, Optional
 
 import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
@@ -190,3 +194,45 @@ def accelerate(model: nn.Module, *, inference: bool, channels_last: bool = True,
         model = torch.compile(model, **compile_kwargs)
     return model
 
+
+
+# ---------------------------------------------------------------------------- config switch
+@HOOKS.register_module()
+class UniNetAccelerationHook(Hook):
+    """The speed options as a config switch read by ``tools/train.py`` / ``tools/test.py``::
+
+        custom_hooks = [dict(type='UniNetAccelerationHook', channels_last=True,
+                             fuse_for_test=True)]
+
+    ``channels_last``: :func:`to_channels_last` on the whole model before training or testing
+    (the detector's neck and heads too). ``fuse_for_test``: in ``runner.test()``, after the
+    checkpoint is loaded, every ``backbone`` is replaced by its :func:`fuse_for_inference`
+    copy (validation during training keeps the trainable model). For training memory use
+    ``backbone=dict(..., with_cp='selective')``; for ``torch.compile`` mmengine's own
+    ``compile=True`` config key.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, channels_last: bool = True, fuse_for_test: bool = True):
+        self.channels_last = channels_last
+        self.fuse_for_test = fuse_for_test
+
+    @staticmethod
+    def _model(runner) -> nn.Module:
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def before_run(self, runner) -> None:
+        if self.channels_last:
+            to_channels_last(self._model(runner))
+
+    def before_test(self, runner) -> None:
+        if not self.fuse_for_test:
+            return
+        model = self._model(runner)
+        for module in list(model.modules()):
+            backbone = getattr(module, 'backbone', None)
+            if isinstance(backbone, nn.Module):
+                module.backbone = fuse_for_inference(backbone)
+                if self.channels_last:
+                    to_channels_last(module.backbone)
