@@ -70,7 +70,8 @@ temporaries gain more), so compare both.
 Models (``--models``): ``uninet_b1`` and ``uninet_b3`` (this project, ``out_indices=(1, 2, 4,
 5)``, drop path 0.1 / 0.2 as in the Mask R-CNN configs), ``swin_t`` (mmdet SwinTransformer with
 the Mask R-CNN Swin-T settings, drop path 0.2) and ``resnet50`` (mmdet ResNet depth 50, all
-stages trained, BN in train mode). Without mmdet only the UniNet models are run.
+stages trained, BN in train mode). Without mmdet only the UniNet models are run; ``swin_t_tv`` is torchvision's Swin-T (same
+architecture, its own implementation) for such machines.
 Ratios printed: every UniNet-B3 variant / Swin-T and UniNet-B1 variant / ResNet-50.
 """
 import argparse
@@ -97,14 +98,15 @@ logger = logging.getLogger('benchmark_backbone')
 
 UNINET_MODELS = ('uninet_b1', 'uninet_b3')
 MMDET_MODELS = ('swin_t', 'resnet50')
-ALL_MODELS = UNINET_MODELS + MMDET_MODELS
+TORCHVISION_MODELS = ('swin_t_tv',)
+ALL_MODELS = UNINET_MODELS + MMDET_MODELS + TORCHVISION_MODELS
 LABELS = dict(uninet_b1='UniNet-B1', uninet_b3='UniNet-B3', swin_t='Swin-T',
-              resnet50='ResNet-50')
+              resnet50='ResNet-50', swin_t_tv='Swin-T (tv)')
 #: variant -> the modes it is measured in.
 VARIANTS = dict(plain=('fwd', 'train'), channels_last=('fwd', 'train'), fused=('fwd',),
                 sac=('train',), cp=('train',), compile=('fwd', 'train'))
 #: (numerator, denominator) pairs whose ratios are printed.
-RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b1', 'resnet50'))
+RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b3', 'swin_t_tv'), ('uninet_b1', 'resnet50'))
 DEFAULT_SIZES = ('224x224', '800x1333')
 #: glibc thresholds for ``--malloc keep``: no mmap-backed allocations, no heap trimming.
 KEEP_BYTES = 1 << 40
@@ -148,6 +150,8 @@ def build_model(name: str, variant: str = 'plain', mode: str = 'fwd') -> nn.Modu
         return model if variant == 'plain' else to_channels_last(model)
     if variant != 'plain':
         raise ValueError(f'{name} runs only as the plain mmdet model')
+    if name == 'swin_t_tv':
+        return TorchvisionSwinFeatures()
     from mmdet.models.backbones import ResNet, SwinTransformer
     if name == 'swin_t':
         return SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
@@ -157,6 +161,24 @@ def build_model(name: str, variant: str = 'plain', mode: str = 'fwd') -> nn.Modu
     if name == 'resnet50':
         return ResNet(depth=50, out_indices=(0, 1, 2, 3))
     raise ValueError(f'unknown model {name!r}; choose from {ALL_MODELS}')
+
+
+class TorchvisionSwinFeatures(nn.Module):
+    """torchvision's Swin-T as a backbone (stride 4-32 maps, NCHW), drop path 0.2: a peer for
+    machines where mmdet/mmcv cannot be installed."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import swin_t
+        self.features = swin_t().features  # stochastic depth 0.2, as in mmdet's config
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        outs = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index % 2 == 1:  # after each stage's blocks: (B, H, W, C)
+                outs.append(x.permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)
 
 
 def parse_size(text: str) -> Tuple[int, int]:
