@@ -11,6 +11,8 @@ Variants of the UniNet models (``--variants``; the peers always run as mmdet bui
 
 * ``plain``: the model as built, NCHW, eager.
 * ``channels_last``: :func:`uninet_mm.models.acceleration.to_channels_last`.
+* ``channels_last_no_hook``: only ``model.to(memory_format=torch.channels_last)``, to show
+  what the gradient-layout hook of ``to_channels_last`` buys.
 * ``fused`` (inference only): ``accelerate(inference=True)``, BN folded once + channels_last.
 * ``sac`` (training only): channels_last + ``with_cp='selective'`` (torch's selective
   activation checkpointing: elementwise ops recomputed in backward).
@@ -103,7 +105,8 @@ ALL_MODELS = UNINET_MODELS + MMDET_MODELS + TORCHVISION_MODELS
 LABELS = dict(uninet_b1='UniNet-B1', uninet_b3='UniNet-B3', swin_t='Swin-T',
               resnet50='ResNet-50', swin_t_tv='Swin-T (tv)')
 #: variant -> the modes it is measured in.
-VARIANTS = dict(plain=('fwd', 'train'), channels_last=('fwd', 'train'), fused=('fwd',),
+VARIANTS = dict(plain=('fwd', 'train'), channels_last=('fwd', 'train'),
+                channels_last_no_hook=('fwd', 'train'), fused=('fwd',),
                 sac=('train',), cp=('train',), compile=('fwd', 'train'))
 #: (numerator, denominator) pairs whose ratios are printed.
 RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b3', 'swin_t_tv'), ('uninet_b1', 'resnet50'))
@@ -147,6 +150,8 @@ def build_model(name: str, variant: str = 'plain', mode: str = 'fwd') -> nn.Modu
             return accelerate(model, inference=True)
         if variant == 'compile':
             return torch.compile(to_channels_last(model))
+        if variant == 'channels_last_no_hook':  # without the gradient-layout hook
+            return model.to(memory_format=torch.channels_last)
         return model if variant == 'plain' else to_channels_last(model)
     if variant != 'plain':
         raise ValueError(f'{name} runs only as the plain mmdet model')
