@@ -253,9 +253,12 @@ def test_compile_fullgraph_matches_eager_in_eval_and_train():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dx, eager_dx, rtol=1e-3, atol=1e-4)
     eager_params = dict(eager.named_parameters())
+    # a bias right before a train-mode BN has a zero gradient up to rounding, whose size
+    # follows the model's gradient scale: tolerances are relative to that scale
+    scale = max(p.grad.abs().max().item() for p in eager_params.values())
     for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, eager_params[name].grad, rtol=1e-3, atol=1e-3,
-                                   msg=name)
+        torch.testing.assert_close(param.grad, eager_params[name].grad, rtol=1e-3,
+                                   atol=1e-4 * scale, msg=name)
     eager_buffers = dict(eager.named_buffers())
     for name, buffer in model.named_buffers():
         torch.testing.assert_close(buffer, eager_buffers[name], msg=name)

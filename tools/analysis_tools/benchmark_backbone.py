@@ -512,6 +512,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              'instead of returned to the system (see above)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the CPU memory workers')
+    parser.add_argument('--memory-modes', nargs='+', default=['fwd', 'train'],
+                        choices=['fwd', 'train'],
+                        help='CPU memory workers for these modes only (default: both)')
     parser.add_argument('--no-flops', action='store_true',
                         help='skip counting FLOPs (and the share-of-peak columns)')
     parser.add_argument('--json', default=None, metavar='OUT', help='also write results here')
@@ -591,6 +594,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             if args.no_memory or device == 'cuda':  # CUDA memory comes with the latencies
                 continue
             for mode, field in (('fwd', 'infer_mib'), ('train', 'train_mib')):
+                if mode not in args.memory_modes:
+                    continue
                 for key in model_keys(models, variants, mode):
                     logger.info('[%s %s] %s memory of %s', device, size, mode, key)
                     memory = spawn(args, mode, [key], size, device)
