@@ -33,8 +33,10 @@ setup(
         'tests': read_requirements('tests'),
         # Ray Tune backend of the architecture search (tools/search.py --backend ray).
         'search': read_requirements('search'),
+        # ONNX export and its onnxruntime check (tools/deployment/export_onnx.py).
+        'deploy': read_requirements('deploy'),
         'all': (read_requirements('mminstall') + read_requirements('tests')
-                + read_requirements('search')),
+                + read_requirements('search') + read_requirements('deploy')),
     },
     license='Apache-2.0',
     zip_safe=False,

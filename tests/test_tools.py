@@ -204,23 +204,6 @@ def test_sdpa_counted_like_explicit_matmuls():
     assert plain['flops'] == 0
 
 
-class _Baddbmm(nn.Module):
-    def forward(self, bias, a, b):
-        return torch.baddbmm(bias, a, b)
-
-
-class _Bmm(nn.Module):
-    def forward(self, bias, a, b):
-        return torch.bmm(a, b) + bias
-
-
-def test_baddbmm_counted_like_bmm():
-    from uninet_mm.utils.flops import model_complexity
-    inputs = (torch.randn(1, 1, 8), torch.randn(3, 5, 7), torch.randn(3, 7, 8))
-    assert model_complexity(_Baddbmm(), inputs)['flops'] == 3 * 5 * 7 * 8
-    assert model_complexity(_Bmm(), inputs)['flops'] == 3 * 5 * 7 * 8
-
-
 def test_get_flops_tool_on_a_classifier(capsys):
     """The tool counts the spec's classifier FLOPs (B0 at 160 px: 0.555 G, 11,450,864 params;
     tests/test_backbone.py checks every variant against the spec)."""

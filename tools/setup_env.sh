@@ -5,8 +5,8 @@
 #
 # What it installs, in order: the pinned torch/torchvision pair, mmengine, mmcv 2.1.0 with its
 # compiled ops (built here from source, see below), mmdet 3.3, mmsegmentation 1.2,
-# mmpretrain 1.2, Ray Tune (the search's optional backend, tested in CI), the test tools and
-# this package in editable mode.
+# mmpretrain 1.2, Ray Tune (the search's optional backend, tested in CI), the test and ONNX
+# export tools and this package in editable mode.
 #
 # mmcv 2.1.0 is published only as a source archive, and its ops must be compiled against the
 # exact torch they will run with. The built wheel is cached under
@@ -99,9 +99,9 @@ else
     echo "$BUILD_KEY" >"$MARKER"
 fi
 
-log "installing mmdet, mmsegmentation, mmpretrain, Ray Tune (search backend) and test tools"
+log "installing mmdet, mmsegmentation, mmpretrain, Ray Tune (search backend), test and export tools"
 pip_install -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/tests.txt" \
-    -r "$ROOT/requirements/search.txt"
+    -r "$ROOT/requirements/search.txt" -r "$ROOT/requirements/deploy.txt"
 log "installing uninet_mm (editable)"
 pip_install --no-build-isolation --no-deps -e "$ROOT"
 "$PY" -c "import uninet_mm, mmdet, mmseg, mmpretrain, mmcv.ops; print('[setup_env] ready:', 'torch', __import__('torch').__version__, 'mmcv', mmcv.__version__ if (mmcv := __import__('mmcv')) else '', 'mmdet', mmdet.__version__, 'mmseg', mmseg.__version__, 'mmpretrain', mmpretrain.__version__)" >&2

@@ -13,8 +13,7 @@ FLOPs and only reported as an "unsupported operator".
 :data:`EXTRA_FLOP_HANDLES`, so ``QK^T`` and ``attn @ V`` count as two batched matmuls exactly as
 when attention is written out with ``torch.matmul`` (which mmengine already counts). It also
 counts ``aten::mean`` (global average pooling written as a mean) like mmengine counts
-``aten::adaptive_avg_pool2d``, and ``aten::baddbmm`` (a batched matmul plus bias) like
-``aten::bmm``. With both, the classifier counts of section 1 of the spec are
+``aten::adaptive_avg_pool2d``. With both, the classifier counts of section 1 of the spec are
 matched exactly (e.g. B1 at 224: 1.118 G).
 """
 import typing
@@ -25,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ['sdpa_flop_jit', 'mean_flop_jit', 'baddbmm_flop_jit', 'EXTRA_FLOP_HANDLES',
+__all__ = ['sdpa_flop_jit', 'mean_flop_jit', 'EXTRA_FLOP_HANDLES',
            'model_complexity', 'config_complexity', 'format_count']
 
 
@@ -66,25 +65,10 @@ def mean_flop_jit(inputs: List[Any], outputs: List[Any]) -> typing.Counter[str]:
     return Counter({'mean': prod(in_shape)})
 
 
-def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> typing.Counter[str]:
-    """FLOPs of ``aten::baddbmm(bias, a, b)``: the batched matmul ``a @ b`` of shapes
-    (B, N, M) x (B, M, P), ``B * N * M * P``; the bias add is not counted, as for ``addmm``.
-
-    UniNet's DWConv block folds the squeeze-excitation gate into its 1x1 projection and runs it as
-    one ``baddbmm`` on channels-last maps; counted like that, it equals the 1x1 conv it replaces.
-    """
-    a_shape, b_shape = _shape(inputs[1]), _shape(inputs[2])
-    if a_shape is None or b_shape is None:
-        raise ValueError('baddbmm with inputs of unknown shape')
-    batch, rows, inner = a_shape
-    return Counter({'baddbmm': batch * rows * inner * b_shape[-1]})
-
-
 #: Op handles added to mmengine's defaults.
 EXTRA_FLOP_HANDLES = {
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
     'aten::mean': mean_flop_jit,
-    'aten::baddbmm': baddbmm_flop_jit,
 }
 
 
@@ -184,9 +168,6 @@ def config_complexity(cfg, height: int, width: int, by_module_depth: int = 1,
         model.forward = partial(model.forward, data_samples=samples, mode='tensor')
     else:
         model.forward = partial(model.forward, mode='tensor')
-    # Traced with autograd on (as mmengine's get_model_complexity_info does): under no_grad the
-    # UniNet backbone applies eval-mode BatchNorms as in-place affines, which the counter would
-    # not see as batch_norm.
     result = model_complexity(model, (inputs, ), by_module_depth=by_module_depth,
                               extra_handles=extra_handles)
     result['input_shape'] = tuple(inputs.shape[-2:])

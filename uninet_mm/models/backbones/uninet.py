@@ -8,9 +8,9 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..acceleration import selective_checkpoint_context
 from ..arch_settings import ArchSpec, StageSpec, parse_arch
 from ..layers import DOWNSAMPLE_MODULES, ConvBlock, ConvNormAct, TransformerBlock
-from ..layers.common import contiguous_output, on_cpu
 
 
 def _ceil_div(size: int, stride: int) -> int:
@@ -25,8 +25,8 @@ class UniNetStage(nn.Module):
 
     def __init__(self, in_channels: int, spec: StageSpec, drop_paths: Sequence[float],
                  norm_cfg: Optional[Dict], layer_scale_init_value: float,
-                 hw_shape: Optional[Tuple[int, int]] = None, with_cp: bool = False,
-                 recompute: Optional[bool] = None):
+                 hw_shape: Optional[Tuple[int, int]] = None,
+                 with_cp: Union[bool, str] = False):
         super().__init__()
         self.with_cp = with_cp
         if spec.dsm is None:
@@ -41,12 +41,11 @@ class UniNetStage(nn.Module):
             if spec.gop in ('DWConv', 'Conv'):
                 blocks.append(ConvBlock(block_in, spec.channels, spec.expansion,
                                         depthwise=spec.gop == 'DWConv', drop_path=drop_path,
-                                        norm_cfg=norm_cfg, recompute=recompute))
+                                        norm_cfg=norm_cfg))
             else:
                 blocks.append(TransformerBlock(spec.channels, spec.expansion, mixer=spec.gop,
                                                drop_path=drop_path, hw_shape=hw_shape,
-                                               layer_scale_init_value=layer_scale_init_value,
-                                               recompute=recompute))
+                                               layer_scale_init_value=layer_scale_init_value))
             block_in = spec.channels
         self.blocks = nn.Sequential(*blocks)
 
@@ -58,9 +57,12 @@ class UniNetStage(nn.Module):
         return x
 
     def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(module, x, use_reentrant=False)
-        return module(x)
+        if not (self.with_cp and self.training and x.requires_grad):
+            return module(x)
+        if self.with_cp == 'selective':
+            return cp.checkpoint(module, x, use_reentrant=False,
+                                 context_fn=selective_checkpoint_context)
+        return cp.checkpoint(module, x, use_reentrant=False)
 
 
 @MODELS.register_module()
@@ -81,21 +83,14 @@ class UniNet(BaseModule):
         norm_eval: keep every BatchNorm (SyncBN included) in eval mode while training.
         norm_cfg: config of the 2D norm layers (the LayerNorms of attention parts stay).
         drop_path_rate: stochastic depth rate, spaced linearly from 0 over all blocks.
-        with_cp: non-reentrant activation checkpointing of every block and DSM.
+        with_cp: activation checkpointing of every block and DSM in training
+            (``torch.utils.checkpoint``, non-reentrant): ``True`` stores only block inputs
+            and recomputes whole blocks in backward; ``'selective'`` keeps the outputs of
+            convolutions, matmuls and attention and recomputes only the elementwise ops
+            (norms, GELU, SE gating; see :mod:`uninet_mm.models.acceleration`).
         layer_scale_init_value: initial value of the transformer blocks' layer scales.
         input_size: (H, W) or int of the input images; needed only by MLP stages, whose
             token mixing has weights per token position.
-        channels_last: run in channels_last memory format inside (the input is converted
-            once; the returned maps are NCHW-contiguous either way). Much faster on CPU:
-            convolutions take their fast oneDNN path and maps and token sequences are views
-            of each other. None (default): on for CPU inputs, off on GPUs (where NCHW
-            measured faster at batch 1).
-        recompute_norm_act: in training, re-derive BatchNorm and GELU outputs in backward
-            instead of storing them: about half the activation memory for a few elementwise
-            passes more (see ``layers/recompute.py``). Outputs, gradients and running
-            statistics are unchanged. A lighter form of ``with_cp``; applies to BatchNorm
-            computed locally (SyncBN across processes and other norms keep the plain path).
-            None (default): on for CPU inputs, off on GPUs (where it costs more time).
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``;
             a checkpoint that does not fit raises an error naming the keys.
     """
@@ -108,11 +103,9 @@ class UniNet(BaseModule):
                  norm_eval: bool = False,
                  norm_cfg: Optional[Dict] = None,
                  drop_path_rate: float = 0.0,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  layer_scale_init_value: float = 1e-6,
                  input_size: Optional[Union[int, Sequence[int]]] = None,
-                 channels_last: Optional[bool] = None,
-                 recompute_norm_act: Optional[bool] = None,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = parse_arch(arch)
@@ -127,14 +120,12 @@ class UniNet(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.norm_cfg = dict(norm_cfg or dict(type='BN', requires_grad=True))
+        if with_cp not in (False, True, 'selective'):
+            raise ValueError(f"with_cp must be False, True or 'selective', got {with_cp!r}")
         self.with_cp = with_cp
         self.with_head_conv = with_head_conv
         self.input_size = self._check_input_size(input_size)
-        self.channels_last = channels_last
-
-        self.recompute_norm_act = recompute_norm_act
-        self.stem = ConvNormAct(3, self.arch.stem_channels, 3, 2, self.norm_cfg,
-                                recompute_norm_act)
+        self.stem = ConvNormAct(3, self.arch.stem_channels, 3, 2, self.norm_cfg)
         total_blocks = sum(stage.repeats for stage in self.arch.stages)
         rates = torch.linspace(0, drop_path_rate, total_blocks).tolist()
         self.stages = nn.ModuleList()
@@ -145,11 +136,10 @@ class UniNet(BaseModule):
                                  f'needs a fixed token count: pass input_size=(H, W)')
             self.stages.append(UniNetStage(
                 in_channels, spec, rates[first:first + spec.repeats], self.norm_cfg,
-                layer_scale_init_value, hw_shape=hw_shape, with_cp=with_cp,
-                recompute=recompute_norm_act))
+                layer_scale_init_value, hw_shape=hw_shape, with_cp=with_cp))
             in_channels, first = spec.channels, first + spec.repeats
         self.head_conv = (ConvNormAct(in_channels, self.arch.head_channels, 1, 1,
-                                      self.norm_cfg, recompute_norm_act)
+                                      self.norm_cfg)
                           if with_head_conv else None)
 
         self.apply(self._init_reference_weights)
@@ -226,10 +216,8 @@ class UniNet(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) maps for ``out_indices``, contiguous
-        in the default (NCHW) memory format whatever runs inside."""
+        (NCHW) whatever layout runs inside."""
         outs = {}
-        if on_cpu(self.channels_last, x):
-            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for index, stage in enumerate(self.stages):
             x = stage(x)
@@ -237,7 +225,7 @@ class UniNet(BaseModule):
         if self.head_conv is not None:
             outs[self.head_index] = self.head_conv(x)
         # NCHW out: some consumers read raw NCHW memory (e.g. mmcv's CPU RoIAlign)
-        return tuple(contiguous_output(outs[i]) for i in self.out_indices)
+        return tuple(outs[i].contiguous() for i in self.out_indices)
 
     # ------------------------------------------------------------------ training behaviour
     def _frozen_modules(self) -> List[nn.Module]:

@@ -57,8 +57,9 @@ class WindowSelfAttention(SelfAttention):
 
     Design (the paper gives no details): windows of 7 as in Swin, no shifting, because the
     block's depthwise position-encoding conv already carries information across window borders.
-    Maps whose sides are not multiples of the window are padded at the bottom/right; the padded
-    tokens are masked out as keys, so the result does not depend on the padding, and cropped.
+    Maps are padded at the bottom/right to multiples of the window (by zero rows when they
+    already fit, so the graph has no shape-dependent branch); the padded tokens are masked out
+    as keys, so the result does not depend on the padding, and cropped.
     Parameters are those of :class:`SelfAttention`, so SA weights load into LSA.
     """
 
@@ -72,19 +73,15 @@ class WindowSelfAttention(SelfAttention):
         height, width = hw_shape
         ws = self.window_size
         pad_h, pad_w = -height % ws, -width % ws
-        grid = tokens.reshape(batch, height, width, channels)
-        if pad_h or pad_w:
-            grid = F.pad(grid, (0, 0, 0, pad_w, 0, pad_h))
+        grid = F.pad(tokens.reshape(batch, height, width, channels), (0, 0, 0, pad_w, 0, pad_h))
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
         windows = (grid.reshape(batch, rows, ws, cols, ws, channels).transpose(2, 3)
                    .reshape(batch * rows * cols, ws * ws, channels))
-        window_mask = None
-        if pad_h or pad_w:
-            valid = torch.zeros(height + pad_h, width + pad_w, dtype=torch.bool,
-                                device=tokens.device)
-            valid[:height, :width] = True
-            window_mask = (valid.reshape(rows, ws, cols, ws).transpose(1, 2)
-                           .reshape(rows * cols, ws * ws).repeat(batch, 1))
+        device = tokens.device
+        valid = ((torch.arange(rows * ws, device=device) < height)[:, None]
+                 & (torch.arange(cols * ws, device=device) < width)[None, :])
+        window_mask = (valid.reshape(rows, ws, cols, ws).transpose(1, 2)
+                       .reshape(rows * cols, ws * ws).repeat(batch, 1))
         out = super().forward(windows, (ws, ws), window_mask)
         out = (out.reshape(batch, rows, cols, ws, ws, channels).transpose(2, 3)
                .reshape(batch, rows * ws, cols * ws, channels))

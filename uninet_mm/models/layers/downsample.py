@@ -11,8 +11,7 @@ from torch import nn
 
 from ..arch_settings import HEAD_DIM
 from .attention import multi_head_attention
-from .common import add_residual, build_norm2d, folds_norms, norm_act, to_map, to_tokens
-from .conv_block import folded_conv
+from .common import build_norm2d, to_map, to_tokens
 from .transformer_block import LN_EPS
 
 
@@ -37,12 +36,6 @@ class LocalBranch(nn.Sequential):
             build_norm2d(norm_cfg, in_channels),
             nn.Conv2d(in_channels, out_channels, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        depthwise, norm, pointwise = self
-        if folds_norms(x, norm):
-            return pointwise(folded_conv(x, depthwise, norm))
-        return pointwise(norm_act(depthwise(x), norm, act=False))
-
 
 class LocalDownsample(nn.Module):
     """L-DSM: out = local_branch(x) + shortcut(x)."""
@@ -54,7 +47,7 @@ class LocalDownsample(nn.Module):
         self.shortcut = DownsampleShortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return add_residual(self.shortcut(x), self.local(x))
+        return self.local(x) + self.shortcut(x)
 
 
 class LocalGlobalDownsample(nn.Module):
@@ -87,7 +80,7 @@ class LocalGlobalDownsample(nn.Module):
         query = self.query_norm(to_tokens(query))
         key, value = self.kv(self.kv_norm(to_tokens(x))).chunk(2, dim=-1)
         out = self.proj(multi_head_attention(query, key, value, self.num_heads))
-        return add_residual(self.shortcut(x), to_map(out, out_shape))
+        return to_map(out, out_shape) + self.shortcut(x)
 
 
 class SequenceDownsample(nn.Module):
@@ -106,12 +99,11 @@ class SequenceDownsample(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, stride * stride, stride * stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
         s = self.stride
-        out_h, out_w = -(-height // s), -(-width // s)
-        x = F.pad(x, (0, out_w * s - width, 0, out_h * s - height))
+        x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s))
+        batch, _, height, width = x.shape
         tokens = self.conv(x.flatten(2))
-        return tokens.reshape(batch, -1, out_h, out_w)
+        return tokens.reshape(batch, -1, height // s, width // s)
 
 
 class GlobalDownsample(LocalGlobalDownsample):

@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 from .attention import SelfAttention, TokenMixingMLP, WindowSelfAttention
-from .common import DropPath, add_residual, autograd_off, on_cpu, to_map, to_tokens
-from .recompute import ActivationRecompute
+from .common import DropPath, to_map, to_tokens
 
 #: LayerNorm epsilon of the reference SA blocks and LG-DSM.
 LN_EPS = 1e-5
@@ -15,16 +14,14 @@ LN_EPS = 1e-5
 class FeedForward(nn.Module):
     """(B, N, C) -> (B, N, C): Linear(C, hidden), GELU, Linear(hidden, C)."""
 
-    def __init__(self, channels: int, hidden: int, recompute: Optional[bool] = None):
+    def __init__(self, channels: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, channels)
-        self.recompute = recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with ActivationRecompute(on_cpu(self.recompute, x)) as recompute:  # GELU not kept
-            return self.fc2(recompute.gelu(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class TransformerBlock(nn.Module):
@@ -37,8 +34,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, channels: int, expansion: float, mixer: str = 'SA',
                  drop_path: float = 0.0, layer_scale_init_value: float = 1e-6,
-                 window_size: int = 7, hw_shape: Optional[Tuple[int, int]] = None,
-                 recompute: Optional[bool] = None):
+                 window_size: int = 7, hw_shape: Optional[Tuple[int, int]] = None):
         super().__init__()
         self.pos_embed = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
         self.norm1 = nn.LayerNorm(channels, eps=LN_EPS)
@@ -53,23 +49,15 @@ class TransformerBlock(nn.Module):
         else:
             raise ValueError(f'unknown token mixer {mixer!r}; allowed: SA, LSA, MLP')
         self.norm2 = nn.LayerNorm(channels, eps=LN_EPS)
-        self.mlp = FeedForward(channels, int(channels * expansion), recompute)
+        self.mlp = FeedForward(channels, int(channels * expansion))
         self.layer_scale1 = nn.Parameter(torch.full((channels,), float(layer_scale_init_value)))
         self.layer_scale2 = nn.Parameter(torch.full((channels,), float(layer_scale_init_value)))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hw_shape = x.shape[2:]
-        tokens = to_tokens(add_residual(self.pos_embed(x), x))
-        tokens = self._add_scaled(tokens, self.layer_scale1,
-                                  self.token_mixer(self.norm1(tokens), hw_shape))
-        tokens = self._add_scaled(tokens, self.layer_scale2, self.mlp(self.norm2(tokens)))
+        tokens = to_tokens(x + self.pos_embed(x))
+        mixed = self.token_mixer(self.norm1(tokens), hw_shape)
+        tokens = tokens + self.drop_path(self.layer_scale1 * mixed)
+        tokens = tokens + self.drop_path(self.layer_scale2 * self.mlp(self.norm2(tokens)))
         return to_map(tokens, hw_shape)
-
-    def _add_scaled(self, tokens: torch.Tensor, scale: torch.Tensor, branch: torch.Tensor
-                    ) -> torch.Tensor:
-        """tokens + drop_path(scale * branch); one in-place pass into the fresh ``tokens``
-        when autograd is off and drop path is the identity."""
-        if autograd_off() and self.drop_path.is_identity:
-            return tokens.addcmul_(branch, scale)
-        return tokens + self.drop_path(scale * branch)
