@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from uninet_mm import UniNet
+from uninet_mm.models.acceleration import to_channels_last
 from uninet_mm.models.layers import ConvBlock, DropPath
 
 from .conftest import tiny_arch
@@ -64,18 +65,18 @@ SIZE = (40, 56)
 
 
 def _pair(**kwargs):
-    """The default model (CPU speed paths: channels_last, BN/GELU recompute) and the same
-    weights on the plain path (NCHW, plain ``norm(x)`` then GELU), in float64."""
+    """The training speed forms (channels_last layout, selective activation checkpointing) and
+    the same weights in the plain model (NCHW, everything stored), in float64."""
     torch.manual_seed(0)
-    fast = UniNet(tiny_arch(), out_indices=(1, 2, 4, 5), **kwargs).double()
+    fast = to_channels_last(
+        UniNet(tiny_arch(), out_indices=(1, 2, 4, 5), with_cp='selective', **kwargs).double())
     for module in fast.modules():  # non-trivial statistics and affine parameters
         if isinstance(module, _BatchNorm):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
             nn.init.uniform_(module.weight, 0.5, 1.5)
             nn.init.uniform_(module.bias, -0.2, 0.2)
-    plain = UniNet(tiny_arch(), out_indices=(1, 2, 4, 5), channels_last=False,
-                   recompute_norm_act=False, **kwargs).double()
+    plain = UniNet(tiny_arch(), out_indices=(1, 2, 4, 5), **kwargs).double()
     plain.load_state_dict(fast.state_dict())
     return fast, plain
 

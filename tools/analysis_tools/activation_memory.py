@@ -2,8 +2,8 @@
 
     python tools/analysis_tools/activation_memory.py b5 384 b6 448 [--dtype float32]
 
-Builds the classifier backbone (with its head conv) in training mode on the plain code path that
-GPUs run (NCHW, no BatchNorm/GELU recomputation), runs one image forward with autograd's
+Builds the classifier backbone (with its head conv) in training mode as it is (the plain model:
+NCHW, no activation checkpointing), runs one image forward with autograd's
 saved-tensor hooks, and sums the distinct storages autograd keeps. This is a lower bound of the
 training memory of that many images; backward's temporaries, the weights, their gradients and
 the optimizer state come on top.
@@ -16,8 +16,7 @@ from uninet_mm import UniNet
 
 
 def saved_bytes_per_image(arch: str, size: int, dtype: torch.dtype = torch.float32) -> int:
-    model = UniNet(arch, out_indices=(6, ), with_head_conv=True, channels_last=False,
-                   recompute_norm_act=False).to(dtype).train()
+    model = UniNet(arch, out_indices=(6, ), with_head_conv=True).to(dtype).train()
     storages = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
