@@ -19,7 +19,7 @@ from uninet_mm.models.backbones.dsm_transfer import (PatchEmbedDSM,  # noqa: E40
 from uninet_mm.models.layers import DOWNSAMPLE_MODULES  # noqa: E402
 
 SETTINGS = {
-    'lg': dict(dsms=('LG', 'LG', 'LG', 'LG'), dsm_kv_strides=(4, 1, 1, 1)),
+    'lg': dict(dsms=('LG', 'LG', 'LG', 'LG'), dsm_kv_strides=(8, 1, 1, 1)),
     'l_lg': dict(dsms=('L', 'L', 'LG', 'LG')),
 }
 # name -> (registered type, base class, small-model kwargs, channels, replaced module names)
@@ -27,7 +27,7 @@ BACKBONES = {
     'swin_mmpretrain': (
         'SwinTransformerDSM', MMPretrainSwin,
         dict(arch=dict(embed_dims=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8]),
-             window_size=4, drop_path_rate=0.0),
+             window_size=4, drop_path_rate=0.0, pad_small_map=True),
         (32, 64, 128, 256),
         ['patch_embed', 'stages.0.downsample', 'stages.1.downsample', 'stages.2.downsample']),
     'swin_mmdet': (
@@ -175,7 +175,7 @@ def test_official_swin_checkpoint_keys_the_base_ignores_are_tolerated(tmp_path):
     assert set(swin_converter(official)) >= {'backbone.' + k for k in converted
                                              if not k.startswith('norm3')}
     torch.save(official, tmp_path / 'official.pth')
-    model = build('swin_mmdet', out_indices=(0, 3),
+    model = build('swin_mmdet', out_indices=(0, 3), convert_weights=True,
                   init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'official.pth')))
     model.init_weights()
     blocks = [k for k in converted if '.blocks.' in k]

@@ -35,6 +35,11 @@ class PyramidVisionTransformerDSM(DSMTransferMixin, PyramidVisionTransformer):
         super().__init__(**kwargs)
         self._replace_downsampling(dsms, dsm_kv_strides, dsm_norm_cfg)
 
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, 3, H, W) -> one (B, C_i, H_i, W_i) map per ``out_indices``, as a tuple (mmdet's
+        PVT returns a list, which mmpretrain's necks refuse)."""
+        return tuple(super().forward(x))
+
     def _downsampling_point(self, point: int) -> Tuple[str, int, int, int]:
         conv = self.layers[point][0].projection
         return f'layers.{point}.0', conv.in_channels, conv.out_channels, _stride(conv.stride)
