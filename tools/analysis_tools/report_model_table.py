@@ -120,10 +120,10 @@ def measure(row: Row) -> Dict:
 
 def readme_row(row: Row, params: float, flops: float) -> str:
     height, width = row.shape
-    digits = 2 if row.task == 'cls' else 1
-    return (f'| {row.name} | {width}x{height} | {params:.{digits}f} | '
-            f'{_fmt(row.paper_params, 1 if row.task == "cls" else 0)} | {flops:.{digits}f} | '
-            f'{_fmt(row.paper_flops, 2 if row.task == "cls" else 0)} | {top1(row)} |')
+    cls = row.task == 'cls'
+    return (f'| {row.name} | {width}x{height} | {params:.{2 if cls else 1}f} | '
+            f'{_fmt(row.paper_params, 1 if cls else 0)} | {flops:.{3 if cls else 1}f} | '
+            f'{_fmt(row.paper_flops, 2 if cls else 0)} | {top1(row)} |')
 
 
 def _key(name: str) -> str:
