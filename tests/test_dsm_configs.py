@@ -181,5 +181,5 @@ def test_report_table_rows_and_readme_update():
     updated = tool['update_readme'](readme, {row.name: dict(params=1.0, flops=2.0)})
     new_lines = updated.split(tool['START'])[1].split(tool['END'])[0].strip().splitlines()
     changed = [(a, b) for a, b in zip(lines, new_lines) if a != b]
-    assert len(changed) == 1 and '| 1.00 |' in changed[0][1] and '| 2.00 |' in changed[0][1]
+    assert len(changed) == 1 and '| 1.00 |' in changed[0][1] and '| 2.000 |' in changed[0][1]
     assert tool['update_readme'](readme, {}) == readme  # the README is the tool's output
