@@ -181,3 +181,28 @@ def test_official_swin_checkpoint_keys_the_base_ignores_are_tolerated(tmp_path):
     blocks = [k for k in converted if '.blocks.' in k]
     for key in blocks:
         assert torch.equal(model.state_dict()[key], converted[key]), key
+
+
+@pytest.mark.parametrize('registry_module', ['mmdet.registry', 'mmseg.registry',
+                                             'mmpretrain.registry'])
+def test_builds_from_every_downstream_registry(registry_module):
+    pytest.importorskip(registry_module.split('.')[0])
+    from uninet_mm.models.backbones import transfer_backbone_class
+    registry = __import__(registry_module, fromlist=['MODELS']).MODELS
+    for name, (type_name, base_cls, kwargs, _, _) in BACKBONES.items():
+        model = registry.build(dict(type=type_name, **kwargs))
+        assert type(model) is transfer_backbone_class(type_name)
+        assert isinstance(model, base_cls)
+
+
+def test_import_stays_light():
+    """``import uninet_mm`` registers the transfer backbones without importing mmdet or
+    mmpretrain; building one imports its base package."""
+    import subprocess
+    import sys
+    code = ('import sys, uninet_mm\n'
+            'from mmengine.registry import MODELS\n'
+            'assert MODELS.get("PyramidVisionTransformerDSM") is not None\n'
+            'assert "mmdet" not in sys.modules and "mmpretrain" not in sys.modules\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
