@@ -56,12 +56,25 @@ class LocalGlobalDownsample(nn.Module):
     queries = LN(local_branch(x)) on the (ceil(H/s), ceil(W/s)) grid;
     keys, values = Linear(a, 2b)(LN(x)) over all H*W input tokens; heads of width 32;
     out = proj(attention) + shortcut(x). No MLP and no layer scale.
+
+    Options outside the published networks (defaults give the module above): ``head_dim``,
+    the width of each attention head (``out_channels`` must be divisible by it), and
+    ``kv_stride``: keys and values come from ``x`` average-pooled by ``kv_stride``
+    (windows of kv_stride x kv_stride, ceil mode), ceil(H/k) * ceil(W/k) tokens instead of H*W.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 norm_cfg: Optional[Dict] = None):
+                 norm_cfg: Optional[Dict] = None, head_dim: int = HEAD_DIM,
+                 kv_stride: int = 1):
         super().__init__()
-        self.num_heads = out_channels // HEAD_DIM
+        if out_channels % head_dim:
+            raise ValueError(f'{type(self).__name__}: out_channels {out_channels} must be '
+                             f'divisible by head_dim {head_dim}; pass a head_dim that divides it')
+        if not isinstance(kv_stride, int) or kv_stride < 1:
+            raise ValueError(f'kv_stride must be a positive int, got {kv_stride!r}')
+        self.num_heads = out_channels // head_dim
+        self.kv_pool = (nn.AvgPool2d(kv_stride, kv_stride, ceil_mode=True) if kv_stride > 1
+                        else nn.Identity())
         self.query = self._build_query(in_channels, out_channels, stride, norm_cfg)
         self.query_norm = nn.LayerNorm(out_channels, eps=LN_EPS)
         self.kv_norm = nn.LayerNorm(in_channels, eps=LN_EPS)
@@ -78,7 +91,7 @@ class LocalGlobalDownsample(nn.Module):
         query = self.query(x)
         out_shape = query.shape[2:]
         query = self.query_norm(to_tokens(query))
-        key, value = self.kv(self.kv_norm(to_tokens(x))).chunk(2, dim=-1)
+        key, value = self.kv(self.kv_norm(to_tokens(self.kv_pool(x)))).chunk(2, dim=-1)
         out = self.proj(multi_head_attention(query, key, value, self.num_heads))
         return to_map(out, out_shape) + self.shortcut(x)
 
