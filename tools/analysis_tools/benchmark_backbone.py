@@ -28,6 +28,8 @@ Variants of the UniNet models (``--variants``; the peers always run as mmdet bui
 * ``compile``: channels_last + ``torch.compile`` (inductor); inference with
   ``torch._inductor.config.freezing = True`` (weights constant-folded, BN folded by inductor).
   Compilation happens in the warm-up steps and is not timed.
+* ``compile_fused`` (inference only): ``torch.compile`` (with freezing) of the ``fused``
+  copy.
 
 What is measured, for every model, input size (H x W) and device, at ``--batch`` (default 2):
 
@@ -115,7 +117,7 @@ LABELS = dict(uninet_b1='UniNet-B1', uninet_b3='UniNet-B3', swin_t='Swin-T',
 #: variant -> the modes it is measured in.
 VARIANTS = dict(plain=('fwd', 'train'), channels_last=('fwd', 'train'),
                 channels_last_no_hook=('fwd', 'train'), fused_bn=('fwd',), fused=('fwd',),
-                sac=('train',), sac_keep_bn=('train',), cp=('train',), compile=('fwd', 'train'))
+                sac=('train',), sac_keep_bn=('train',), cp=('train',), compile=('fwd', 'train'), compile_fused=('fwd',))
 #: (numerator, denominator) pairs whose ratios are printed.
 RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b3', 'swin_t_tv'), ('uninet_b1', 'resnet50'))
 DEFAULT_SIZES = ('224x224', '800x1333')
@@ -161,6 +163,8 @@ def build_model(name: str, variant: str = 'plain', mode: str = 'fwd') -> nn.Modu
                     module.__class__ = nn.BatchNorm2d
         if variant in ('fused', 'fused_bn'):
             return accelerate(model, inference=True, gate_projection=variant == 'fused')
+        if variant == 'compile_fused':
+            return accelerate(model, inference=True, compile=True)
         if variant == 'compile':
             return torch.compile(to_channels_last(model))
         if variant == 'channels_last_no_hook':  # without the gradient-layout hook
@@ -306,7 +310,8 @@ def worker_memory(key: str, size: Tuple[int, int], mode: str, batch: int) -> Dic
 def worker_flops(key: str, size: Tuple[int, int], batch: int) -> Dict:
     """Forward multiply-adds of the plain model at ``batch`` x ``size``."""
     from uninet_mm.utils.flops import model_complexity
-    model = build_model(split_key(key)[0]).eval()
+    model = build_model(split_key(key)[0])
+    model.eval()  # not chained: mmdet's Swin overrides train() and returns None
     return dict(macs=model_complexity(model, torch.randn(batch, 3, *size))['flops'])
 
 
