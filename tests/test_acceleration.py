@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from uninet_mm import UniNet
-from uninet_mm.models.acceleration import (RecomputableBatchNorm2d, accelerate,
-                                           fold_batch_norm, fuse_for_inference,
-                                           make_batch_norms_recomputable, to_channels_last)
+from uninet_mm.models.acceleration import (accelerate, fold_batch_norm, fuse_for_inference,
+                                           to_channels_last)
 
 from .conftest import tiny_arch
 
@@ -167,49 +166,6 @@ def test_selective_checkpointing_matches_plain_model(gop, dsm):
     _assert_same_train_step(model, plain, torch.randn(2, 3, 45, 70, dtype=torch.float64))
 
 
-@pytest.mark.parametrize('momentum', [0.1, None])
-def test_recomputable_batch_norm_is_batch_norm(momentum):
-    """Same output, input/affine gradients and running statistics as nn.BatchNorm2d over
-    three training steps (the running average with ``momentum=None`` counts them), then the
-    same eval output; the swap shares the original's tensors."""
-    torch.manual_seed(0)
-    plain = nn.BatchNorm2d(6, momentum=momentum).double()
-    with torch.no_grad():
-        plain.weight.uniform_(0.5, 2), plain.bias.normal_()
-    holder = nn.Sequential(nn.BatchNorm2d(6, momentum=momentum).double())
-    holder.load_state_dict({'0.' + k: v for k, v in plain.state_dict().items()})
-    make_batch_norms_recomputable(holder)
-    swapped = holder[0]
-    assert type(swapped) is RecomputableBatchNorm2d
-    for step in range(3):
-        x = torch.randn(3, 6, 5, 7, dtype=torch.float64) * (step + 1) + step
-        outs = []
-        for norm in (swapped, plain):
-            inp = x.clone().requires_grad_()
-            out = norm.train()(inp)
-            (out * torch.arange(out.numel(), dtype=out.dtype).view_as(out).sin()).sum().backward()
-            outs.append((out, inp.grad, norm.weight.grad.clone(), norm.bias.grad.clone()))
-            norm.zero_grad()
-        for a, b in zip(*outs):
-            torch.testing.assert_close(a, b)
-        for key, value in plain.state_dict().items():
-            torch.testing.assert_close(swapped.state_dict()[key], value, msg=key)
-    torch.testing.assert_close(swapped.eval()(x), plain.eval()(x))
-
-
-def test_selective_checkpointing_recomputes_batch_norms():
-    """with_cp='selective' swaps the blocks' BatchNorms (not SyncBN) for the recomputable
-    one and keeps the state dict (the memory it saves: test_checkpointing_keeps_fewer_...)."""
-    arch = tiny_arch()
-    model = UniNet(arch, with_cp='selective')
-    plain = UniNet(arch)
-    assert model.state_dict().keys() == plain.state_dict().keys()
-    norms = [m for m in model.stages.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert norms and all(type(m) is RecomputableBatchNorm2d for m in norms)
-    synced = UniNet(arch, with_cp='selective', norm_cfg=dict(type='SyncBN'))
-    assert not any(isinstance(m, RecomputableBatchNorm2d) for m in synced.modules())
-
-
 def _malloc_in_use() -> int:
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -229,11 +185,9 @@ def _glibc_has_mallinfo2() -> bool:
 @pytest.mark.skipif(not _glibc_has_mallinfo2(), reason='needs glibc >= 2.33 (mallinfo2)')
 def test_checkpointing_keeps_fewer_activations():
     """Heap bytes the autograd graph holds after the forward pass of a DWConv model:
-    selective checkpointing (BatchNorms recomputed) keeps about half of the plain model's,
-    full checkpointing far less. Each model runs one step first, so the allocator's heap is
-    warm and the reading is the same from run to run (measured on a 2-core AMD EPYC:
-    54.2 / 27.0 / 8.5 MiB; 42.3 MiB for selective with torch's BatchNorm, whose outputs
-    it must keep)."""
+    selective checkpointing keeps clearly less than the plain model, full checkpointing far
+    less. Each model runs one step first, so the allocator's heap is warm and the reading is
+    the same from run to run (measured on a 2-core AMD EPYC: 54.2 / 42.3 / 8.5 MiB)."""
     arch = tiny_arch({i: dict(gop='DWConv', dsm='L', expansion=4) for i in range(1, 6)})
 
     def held_bytes(with_cp):
@@ -249,7 +203,7 @@ def test_checkpointing_keeps_fewer_activations():
         return held
 
     plain, selective, full = held_bytes(False), held_bytes('selective'), held_bytes(True)
-    assert selective < 0.6 * plain
+    assert selective < 0.9 * plain
     assert full < 0.5 * selective
 
 

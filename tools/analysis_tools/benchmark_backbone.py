@@ -13,17 +13,10 @@ Variants of the UniNet models (``--variants``; the peers always run as mmdet bui
 * ``channels_last``: :func:`uninet_mm.models.acceleration.to_channels_last`.
 * ``channels_last_no_hook``: only ``model.to(memory_format=torch.channels_last)``, to show
   what the gradient-layout hook of ``to_channels_last`` buys.
-* ``fused_bn`` (inference only): ``accelerate(inference=True, gate_projection=False)``: BN
-  folded once + channels_last.
-* ``fused`` (inference only): ``accelerate(inference=True)``: ``fused_bn`` + each conv block's
-  SE gate applied to its projection weight (:class:`~uninet_mm.models.acceleration.
-  GatedProjection`).
+* ``fused`` (inference only): ``accelerate(inference=True)``, BN folded once + channels_last.
 * ``sac`` (training only): channels_last + ``with_cp='selective'`` (torch's selective
-  activation checkpointing: conv/matmul/attention outputs kept, elementwise ops, BatchNorms
-  included, recomputed in backward).
-* ``sac_keep_bn`` (training only): ``sac`` with torch's own BatchNorm2d, whose outputs
-  selective checkpointing must keep (it updates the running statistics in the same op): what
-  :class:`~uninet_mm.models.acceleration.RecomputableBatchNorm2d` buys.
+  activation checkpointing: conv/matmul/attention outputs kept, elementwise ops recomputed
+  in backward).
 * ``cp`` (training only): channels_last + ``with_cp=True`` (whole blocks recomputed).
 * ``compile``: channels_last + ``torch.compile`` (inductor); inference with
   ``torch._inductor.config.freezing = True`` (weights constant-folded, BN folded by inductor).
@@ -116,8 +109,8 @@ LABELS = dict(uninet_b1='UniNet-B1', uninet_b3='UniNet-B3', swin_t='Swin-T',
               resnet50='ResNet-50', swin_t_tv='Swin-T (tv)')
 #: variant -> the modes it is measured in.
 VARIANTS = dict(plain=('fwd', 'train'), channels_last=('fwd', 'train'),
-                channels_last_no_hook=('fwd', 'train'), fused_bn=('fwd',), fused=('fwd',),
-                sac=('train',), sac_keep_bn=('train',), cp=('train',), compile=('fwd', 'train'), compile_fused=('fwd',))
+                channels_last_no_hook=('fwd', 'train'), fused=('fwd',),
+                sac=('train',), cp=('train',), compile=('fwd', 'train'), compile_fused=('fwd',))
 #: (numerator, denominator) pairs whose ratios are printed.
 RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b3', 'swin_t_tv'), ('uninet_b1', 'resnet50'))
 DEFAULT_SIZES = ('224x224', '800x1333')
@@ -153,16 +146,11 @@ def build_model(name: str, variant: str = 'plain', mode: str = 'fwd') -> nn.Modu
     if name in UNINET_MODELS:
         from uninet_mm import UniNet
         from uninet_mm.models.acceleration import accelerate, to_channels_last
-        from uninet_mm.models.acceleration import RecomputableBatchNorm2d
-        with_cp = dict(sac='selective', sac_keep_bn='selective', cp=True).get(variant, False)
+        with_cp = dict(sac='selective', cp=True).get(variant, False)
         model = UniNet(name.split('_')[1], out_indices=(1, 2, 4, 5), with_cp=with_cp,
                        drop_path_rate=0.1 if name == 'uninet_b1' else 0.2)
-        if variant == 'sac_keep_bn':  # back to torch's BatchNorm2d (same attributes)
-            for module in model.modules():
-                if isinstance(module, RecomputableBatchNorm2d):
-                    module.__class__ = nn.BatchNorm2d
-        if variant in ('fused', 'fused_bn'):
-            return accelerate(model, inference=True, gate_projection=variant == 'fused')
+        if variant == 'fused':
+            return accelerate(model, inference=True)
         if variant == 'compile_fused':
             return accelerate(model, inference=True, compile=True)
         if variant == 'compile':

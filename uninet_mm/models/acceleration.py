@@ -10,9 +10,6 @@
                                    by ``UniNet(with_cp='selective')``: keep the outputs of
                                    convolutions, matmuls and attention, recompute the
                                    elementwise ops (norms, GELU, SE gating, residual sums)
-:class:`RecomputableBatchNorm2d`   the BatchNorm that selective checkpointing can recompute
-                                   (its running statistics are updated apart from the map);
-                                   swapped in by :func:`make_batch_norms_recomputable`
 :func:`accelerate`                 the three above plus ``torch.compile`` from one call
 :class:`UniNetAccelerationHook`    the config switch for tools/train.py and tools/test.py
 =================================  ========================================================
@@ -24,7 +21,6 @@ import copy
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -32,14 +28,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from .layers.common import to_map, to_tokens
 from .layers.conv_block import ConvBlock, ConvNormAct
 from .layers.downsample import LocalBranch
-from .layers.squeeze_excite import SqueezeExcite
 
 __all__ = ['fold_batch_norm', 'fuse_for_inference', 'to_channels_last',
-           'selective_checkpoint_context', 'RecomputableBatchNorm2d',
-           'make_batch_norms_recomputable', 'accelerate']
+           'selective_checkpoint_context', 'accelerate']
 
 
 # ---------------------------------------------------------------------------- BN folding
@@ -83,15 +76,13 @@ def fold_batch_norm(conv: nn.Conv2d, after: nn.Module,
     return fused
 
 
-def fuse_for_inference(model: nn.Module, gate_projection: bool = True) -> nn.Module:
+def fuse_for_inference(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` in which every BatchNorm that follows (or, in a conv
     block's expansion, precedes) a convolution is folded into it once; the folded norms
     become ``nn.Identity``. ``model`` is untouched. Other norms (GN, LN) stay as they are.
     Works on a backbone or on a whole detector/segmentor that contains one.
 
-    With ``gate_projection``, each conv block's squeeze-excitation and 1x1 projection become
-    one :class:`GatedProjection`. The copy is for inference only: its state dict has no
-    BatchNorm entries.
+    The copy is for inference only: its state dict has no BatchNorm entries.
     """
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():
@@ -99,37 +90,9 @@ def fuse_for_inference(model: nn.Module, gate_projection: bool = True) -> nn.Mod
             module.conv, module.norm = fold_batch_norm(module.conv, module.norm), nn.Identity()
         elif isinstance(module, ConvBlock):
             _fuse_conv_block(module)
-            if gate_projection and isinstance(module.project_norm, nn.Identity):
-                module.project = GatedProjection(module.se, module.project)
-                module.se = nn.Identity()
         elif isinstance(module, LocalBranch) and _foldable(module[1]):
             module[0], module[1] = fold_batch_norm(module[0], module[1]), nn.Identity()
     return fused
-
-
-class GatedProjection(nn.Module):
-    """Inference form of a conv block's ``project(se(x))`` (1x1 conv with its norm folded):
-    (B, C, H, W) -> (B, C_out, H, W), channels_last in and out.
-
-    The squeeze-excitation gate (B, C) scales the projection weight per image instead of the
-    (B, C, H, W) map, so the hidden map is read once, by one batched matmul over its tokens,
-    instead of being gated (one read and one write of the largest map in the block) and then
-    projected.
-    """
-
-    def __init__(self, se: SqueezeExcite, project: nn.Conv2d):
-        super().__init__()
-        if project.kernel_size != (1, 1) or project.groups != 1 or project.bias is None:
-            raise ValueError('GatedProjection needs a 1x1 conv with bias and no groups')
-        self.se = se
-        self.weight = nn.Parameter(project.weight.detach().flatten(1).clone())  # (C_out, C)
-        self.bias = nn.Parameter(project.bias.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.se.gate(x).flatten(1)                        # (B, C)
-        weight = gate[:, :, None] * self.weight.t()[None]        # (B, C, C_out)
-        tokens = torch.baddbmm(self.bias, to_tokens(x), weight)  # (B, H*W, C_out)
-        return to_map(tokens, x.shape[2:])
 
 
 def _fuse_conv_block(block: ConvBlock) -> None:
@@ -172,8 +135,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- memory
-#: Ops whose outputs selective checkpointing keeps: the expensive ones, and the batch
-#: statistics of :class:`RecomputableBatchNorm2d` (C values, not worth a pass to recompute).
+#: Ops whose outputs selective checkpointing keeps: the expensive ones.
 _SAVED_OPS = {
     torch.ops.aten.convolution.default,
     torch.ops.aten.mm.default,
@@ -184,7 +146,6 @@ _SAVED_OPS = {
     torch.ops.aten._scaled_dot_product_efficient_attention.default,
     torch.ops.aten._scaled_dot_product_cudnn_attention.default,
     torch.ops.aten.max_pool2d_with_indices.default,
-    torch.ops.aten.var_mean.correction,
 }
 #: BatchNorm ops that update running statistics when given them in training (their schemas
 #: do not say so): recomputing them would update the statistics twice.
@@ -218,53 +179,9 @@ def selective_checkpoint_context():
     return create_selective_checkpoint_contexts(_policy, allow_cache_entry_mutation=True)
 
 
-class RecomputableBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose training forward selective checkpointing can recompute.
-
-    torch's batch norm op normalises the map and updates the running statistics in one call,
-    so :func:`selective_checkpoint_context` must keep its (B, C, H, W) output. Here the
-    running statistics are updated by separate in-place ops on the (C,) ``var_mean`` of the
-    input (run once, never recomputed) and the map is normalised by ``F.batch_norm`` without
-    running statistics, a pure op that backward recomputes from the kept conv output.
-    Outputs, gradients and running statistics are those of ``nn.BatchNorm2d``; the price is
-    one more read of the input in forward. Eval mode is ``nn.BatchNorm2d``'s.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.track_running_stats and self.running_mean is not None):
-            return super().forward(x)
-        self._check_input_dim(x)
-        self.num_batches_tracked.add_(1)
-        momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                    else self.momentum)
-        with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)
-            self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            self.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
-        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-
-
-def make_batch_norms_recomputable(model: nn.Module) -> nn.Module:
-    """Turn every ``nn.BatchNorm2d`` (exactly that class: not SyncBN, GN, ...) in ``model``
-    into a :class:`RecomputableBatchNorm2d` sharing its parameters and buffers (same state
-    dict, same optimizer references), in place. Used by ``UniNet(with_cp='selective')``."""
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if type(child) is nn.BatchNorm2d:
-                swapped = RecomputableBatchNorm2d(
-                    child.num_features, child.eps, child.momentum, child.affine,
-                    child.track_running_stats)
-                for key, tensor in [*child.named_parameters(recurse=False),
-                                    *child.named_buffers(recurse=False)]:
-                    setattr(swapped, key, tensor)
-                swapped.train(child.training)
-                setattr(parent, name, swapped)
-    return model
-
-
 # ---------------------------------------------------------------------------- one call
 def accelerate(model: nn.Module, *, inference: bool, channels_last: bool = True,
-               fuse_bn: bool = True, gate_projection: bool = True, compile: bool = False,
+               fuse_bn: bool = True, compile: bool = False,
                **compile_kwargs: Any) -> nn.Module:
     """The speed options in one call.
 
@@ -274,12 +191,11 @@ def accelerate(model: nn.Module, *, inference: bool, channels_last: bool = True,
             ``False`` keeps ``model`` trainable (no folding).
         channels_last: :func:`to_channels_last`.
         fuse_bn: :func:`fuse_for_inference` (inference only).
-        gate_projection: passed to :func:`fuse_for_inference`.
         compile: wrap in ``torch.compile(**compile_kwargs)``; for inference, set
             ``torch._inductor.config.freezing = True`` first to let inductor fold weights.
     """
     if inference and fuse_bn:
-        model = fuse_for_inference(model, gate_projection=gate_projection)
+        model = fuse_for_inference(model)
     if channels_last:
         model = to_channels_last(model)
     if compile:

@@ -8,7 +8,7 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..acceleration import make_batch_norms_recomputable, selective_checkpoint_context
+from ..acceleration import selective_checkpoint_context
 from ..arch_settings import ArchSpec, StageSpec, parse_arch
 from ..layers import DOWNSAMPLE_MODULES, ConvBlock, ConvNormAct, TransformerBlock
 
@@ -87,9 +87,7 @@ class UniNet(BaseModule):
             (``torch.utils.checkpoint``, non-reentrant): ``True`` stores only block inputs
             and recomputes whole blocks in backward; ``'selective'`` keeps the outputs of
             convolutions, matmuls and attention and recomputes only the elementwise ops
-            (norms, GELU, SE gating; its BatchNorms become
-            :class:`~uninet_mm.models.acceleration.RecomputableBatchNorm2d`, same state
-            dict; see :mod:`uninet_mm.models.acceleration`).
+            (norms, GELU, SE gating; see :mod:`uninet_mm.models.acceleration`).
         layer_scale_init_value: initial value of the transformer blocks' layer scales.
         input_size: (H, W) or int of the input images; needed only by MLP stages, whose
             token mixing has weights per token position.
@@ -145,8 +143,6 @@ class UniNet(BaseModule):
                           if with_head_conv else None)
 
         self.apply(self._init_reference_weights)
-        if with_cp == 'selective':  # lets the checkpointed blocks recompute their norms
-            make_batch_norms_recomputable(self.stages)
         self._freeze_stages()
 
     # ------------------------------------------------------------------ construction helpers
