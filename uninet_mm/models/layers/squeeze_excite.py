@@ -23,9 +23,7 @@ class SqueezeExcite(nn.Module):
         self.fc1 = nn.Conv2d(channels, reduced, 1)
         self.fc2 = nn.Conv2d(reduced, channels, 1)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, 1, 1) channel weights in [0, 1]."""
-        return F.hardsigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
+        gate = x.mean((2, 3), keepdim=True)
+        gate = F.hardsigmoid(self.fc2(F.relu(self.fc1(gate))))
+        return x * gate
