@@ -218,8 +218,7 @@ class UniNetAccelerationHook(Hook):
     copy (validation during training keeps the trainable model). For training memory use
     ``backbone=dict(..., with_cp=True)`` (on a CPU it took no more time than
     ``'selective'`` and about a third of its memory; see the README); for ``torch.compile``
-    mmengine's own
-    ``compile=True`` config key.
+    mmengine's own ``compile=True`` config key.
     """
 
     priority = 'VERY_HIGH'
