@@ -10,14 +10,18 @@ the BatchNorms); it takes a float32 ``image`` (B, 3, H, W) and returns the maps 
 ``--out-indices`` as ``out0``, ``out1``, ... (NCHW). Export uses ``torch.onnx.export(...,
 dynamo=True)`` (``torch.export`` underneath). H and W must be at least 64.
 
-Architectures whose graph depends on the exact input size cannot be exported with dynamic H
-and W: MLP stages (weights per token position), and G-DSM and LSA stages (their padding to
-multiples of the stride / window is a shape constraint ``torch.export`` cannot solve). The
-published B0-B6 (DWConv, SA, L-DSM, LG-DSM) export with dynamic sizes; for the others
-``--static`` exports at ``--shape`` only.
+``--arch`` is a name (b0 ... b6) or a config file whose ``model.backbone`` is a UniNet, such as
+the ``topN_uninet_in1k.py`` the search writes. Every architecture without MLP stages exports with
+dynamic sizes (DWConv, SA and LSA blocks; L-, LG- and G-DSM). MLP stages have weights per token
+position, so they need ``--static``, which exports at ``--shape`` only.
 """
 import argparse
+import inspect
 import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from uninet_mm import UniNet
+from uninet_mm.models.arch_settings import ArchError, ArchSpec, parse_arch
 from uninet_mm.models.acceleration import fuse_for_inference
 
 logger = logging.getLogger('export_onnx')
@@ -32,6 +37,8 @@ logger = logging.getLogger('export_onnx')
 #: Smallest height / width the dynamic export accepts (below it feature maps reach size 1,
 #: which torch.export specialises on).
 MIN_SIZE = 64
+#: Largest height / width the dynamic export promises.
+MAX_SIZE = 8192
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -44,35 +51,63 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 def export_backbone(model: nn.Module, path: str, shape: Tuple[int, int] = (224, 320),
                     dynamic: bool = True, opset: int = 18) -> None:
-    """Write ``model`` (eval mode, returning a tuple of maps) to ``path`` as ONNX.
+    """Write ``model`` (eval mode, (B, 3, H, W) -> tuple of maps) to ``path`` as ONNX.
 
-    With ``dynamic``, batch, height and width are free dimensions; if the exporter cannot keep
-    them free, this raises instead of writing a fixed-size model.
+    With ``dynamic``, batch, height and width are free dimensions (H, W in
+    [``MIN_SIZE``, ``MAX_SIZE``]); if ``torch.export`` cannot keep them free over that range,
+    this raises before writing anything.
     """
-    import onnx
     model = model.eval()
     example = torch.randn(2, 3, *shape)  # batch 2: torch.export specialises size-1 dims
     with torch.no_grad():
         num_outputs = len(model(example))
-    dynamic_shapes = None
+    program = None
     if dynamic:
-        dims = {0: torch.export.Dim('batch', min=1, max=1024),
-                2: torch.export.Dim('height', min=MIN_SIZE, max=8192),
-                3: torch.export.Dim('width', min=MIN_SIZE, max=8192)}
-        dynamic_shapes = {'x': dims}
-        # fail here, with torch.export's message, where the ONNX exporter would quietly fall
-        # back to a fixed-size graph
-        torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes, strict=False)
-    torch.onnx.export(model, (example,), path, dynamo=True, opset_version=opset,
-                      input_names=['image'],
-                      output_names=[f'out{i}' for i in range(num_outputs)],
-                      dynamic_shapes=dynamic_shapes)
-    image = onnx.load(path, load_external_data=False).graph.input[0]
-    dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
+        # DYNAMIC hints, not named Dims: with named Dims, the padding of LSA and G-DSM to
+        # window / stride multiples makes torch's constraint reporting fail ("Cannot create
+        # Dim with inconsistent min=0, max=-73", torch 2.14); the hints let torch narrow the
+        # ranges instead, and check_free_input_dims checks what it kept
+        side = torch.export.Dim.DYNAMIC(min=MIN_SIZE, max=MAX_SIZE)
+        dynamic_shapes = {'x': {0: torch.export.Dim.DYNAMIC, 2: side, 3: side}}
+        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes,
+                                      strict=False)
+        check_free_input_dims(program)
+    torch.onnx.export(program if dynamic else model, (example,), path, dynamo=True,
+                      opset_version=opset, input_names=['image'],
+                      output_names=[f'out{i}' for i in range(num_outputs)])
+    dims = onnx_input_dims(path)
     if dynamic and any(isinstance(d, int) for d in (dims[0], dims[2], dims[3])):
         raise RuntimeError(f'the exported input has fixed dimensions {dims}; expected free '
                            'batch, height and width')
-    logger.info('wrote %s (input image: %s)', path, dims)
+    logger.info('exported %s (input image: %s)', path, dims)
+
+
+def check_free_input_dims(program: torch.export.ExportedProgram) -> None:
+    """Raise unless the exported program keeps batch, height and width symbolic, with height
+    and width valid over [``MIN_SIZE``, ``MAX_SIZE``].
+
+    This is necessary, not sufficient: size checks inside the model (an MLP stage's token
+    count) become guards of the program, which the ONNX graph drops; only running the ONNX
+    graph at other sizes (:func:`export_and_check`) shows whether it still holds there.
+    """
+    (name,) = program.graph_signature.user_inputs
+    node = next(n for n in program.graph.nodes if n.op == 'placeholder' and n.name == name)
+    for axis, label in ((0, 'batch'), (2, 'height'), (3, 'width')):
+        size = node.meta['val'].shape[axis]
+        if not isinstance(size, torch.SymInt):
+            raise RuntimeError(f'torch.export fixed the {label} at {size}: this architecture\'s '
+                               'graph depends on the exact input size; export it with --static')
+        valid = program.range_constraints[size.node.expr]
+        if axis and (valid.lower > MIN_SIZE or valid.upper < MAX_SIZE):
+            raise RuntimeError(f'the exported graph is valid for {label} in [{valid.lower}, '
+                               f'{valid.upper}] only, not [{MIN_SIZE}, {MAX_SIZE}]')
+
+
+def onnx_input_dims(path: str) -> List:
+    """Dimensions of the first graph input: ints where fixed, names where symbolic."""
+    import onnx
+    image = onnx.load(path, load_external_data=False).graph.input[0]
+    return [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
 
 
 def check_with_onnxruntime(model: nn.Module, path: str, sizes: Sequence[Tuple[int, int]],
@@ -98,6 +133,63 @@ def check_with_onnxruntime(model: nn.Module, path: str, sizes: Sequence[Tuple[in
     return report
 
 
+def export_and_check(deployed: nn.Module, reference: nn.Module, path: str,
+                     shape: Tuple[int, int], dynamic: bool = True, opset: int = 18,
+                     check_sizes: Sequence[Tuple[int, int]] = ((320, 480), (416, 608)),
+                     rtol: float = 1e-4) -> List[Dict]:
+    """Export ``deployed`` to ``path`` and compare onnxruntime with ``reference`` (PyTorch) at
+    ``check_sizes`` (with ``dynamic``, also at ``MIN_SIZE`` x ``MIN_SIZE + 7``, where the
+    smallest maps fit in a single attention window). The files are written to a scratch folder
+    and moved beside ``path`` only when every check passes, so a failed export leaves nothing.
+
+    Returns the rows of :func:`check_with_onnxruntime` with ``relative`` (max |diff| over the
+    largest output) added. Raises RuntimeError on any failed check.
+    """
+    if dynamic:
+        check_sizes = list(check_sizes) + [(MIN_SIZE, MIN_SIZE + 7)]
+    # in a scratch folder beside ``path``, under its final name: the exporter may write the
+    # weights to a ``<name>.data`` file that the graph refers to by name
+    out_dir = os.path.dirname(os.path.abspath(path))
+    os.makedirs(out_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix='.export_', dir=out_dir)
+    partial = os.path.join(scratch, os.path.basename(path))
+    try:
+        export_backbone(deployed, partial, shape, dynamic=dynamic, opset=opset)
+        try:
+            report = check_with_onnxruntime(reference, partial, check_sizes,
+                                            batch=1 if dynamic else 2)
+        except Exception as error:  # onnxruntime's errors are not RuntimeError subclasses
+            raise RuntimeError(f'the exported graph does not reproduce PyTorch: {error}. '
+                               + ('If the architecture depends on the exact input size, '
+                                  'export it with --static.' if dynamic else '')) from error
+        for row in report:
+            row['relative'] = row['max_abs_diff'] / max(row['max_abs'], 1e-12)
+            if row['relative'] > rtol:
+                raise RuntimeError(f'onnxruntime differs from PyTorch at {row["size"]}: '
+                                   f'{row["relative"]:.2e} > rtol {rtol}')
+        for name in os.listdir(scratch):
+            os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    logger.info('wrote %s', path)
+    return report
+
+
+def load_arch(text: str) -> ArchSpec:
+    """``text`` is an arch name ('b3') or a config file whose ``model.backbone`` is a UniNet
+    (e.g. a search's ``topN_uninet_in1k.py``); returns the validated architecture."""
+    if not text.endswith(('.py', '.json', '.yaml', '.yml')):
+        return parse_arch(text)
+    if not Path(text).is_file():
+        raise ArchError(f'config file {text!r} does not exist')
+    from mmengine.config import Config
+    backbone = Config.fromfile(text).get('model', {}).get('backbone') or {}
+    if str(backbone.get('type', '')).split('.')[-1] != 'UniNet':
+        raise ArchError(f'{text}: model.backbone is {backbone.get("type")!r}, not a UniNet')
+    default = inspect.signature(UniNet).parameters['arch'].default
+    return parse_arch(backbone.get('arch', default))
+
+
 def build_backbone(args: argparse.Namespace) -> nn.Module:
     init_cfg = None
     if args.checkpoint:
@@ -112,7 +204,9 @@ def build_backbone(args: argparse.Namespace) -> nn.Module:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--arch', default='b3', help="'b0' ... 'b6' (default b3)")
+    parser.add_argument('--arch', default='b3',
+                        help="'b0' ... 'b6' (default b3), or a config file with a UniNet "
+                             'backbone (e.g. a search\'s topN_uninet_in1k.py)')
     parser.add_argument('--checkpoint', default=None,
                         help='weights (e.g. from tools/model_converters); random if omitted')
     parser.add_argument('--prefix', default=None,
@@ -134,6 +228,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--rtol', type=float, default=1e-4,
                         help='allowed max |onnx - torch| relative to the largest output')
     args = parser.parse_args(argv)
+    try:
+        args.arch = load_arch(args.arch)
+    except ArchError as error:
+        parser.error(f'--arch: {error}')
+    mlp_stages = [i for i, stage in enumerate(args.arch.stages) if stage.gop == 'MLP']
+    if mlp_stages and not args.static:
+        parser.error(f'stages {mlp_stages} are MLP stages (weights per token position), which '
+                     'only run at one input size: add --static --shape HxW')
     small = [s for s in [args.shape] + args.check_sizes if min(s) < MIN_SIZE]
     if small and not args.static:
         parser.error(f'sizes {small} are below {MIN_SIZE} pixels on a side')
@@ -147,17 +249,16 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     args = parse_args(argv)
     model = build_backbone(args)
     deployed = model if args.no_fuse else fuse_for_inference(model)
-    export_backbone(deployed, args.out, args.shape, dynamic=not args.static, opset=args.opset)
-    report = check_with_onnxruntime(model, args.out, args.check_sizes,
-                                    batch=2 if args.static else 1)
+    try:
+        report = export_and_check(deployed, model, args.out, args.shape,
+                                  dynamic=not args.static, opset=args.opset,
+                                  check_sizes=args.check_sizes, rtol=args.rtol)
+    except RuntimeError as error:
+        raise SystemExit(f'export failed, nothing written: {error}')
     for row in report:
-        relative = row['max_abs_diff'] / max(row['max_abs'], 1e-12)
         logger.info('onnxruntime vs PyTorch at %s: max |diff| %.2e (%.1e of the largest '
-                    'output), shapes %s', row['size'], row['max_abs_diff'], relative,
+                    'output), shapes %s', row['size'], row['max_abs_diff'], row['relative'],
                     row['shapes'])
-        if relative > args.rtol:
-            raise SystemExit(f'onnxruntime differs from PyTorch at {row["size"]}: '
-                             f'{relative:.2e} > --rtol {args.rtol}')
     return report
 
 
