@@ -51,3 +51,18 @@ def tiny_arch(stage_overrides=None) -> dict:
     for index, fields in (stage_overrides or {}).items():
         arch['stages'][index].update(fields)
     return arch
+
+
+def tiny_mask_rcnn_model(arch: dict, num_classes: int, **backbone) -> dict:
+    """``model`` overrides that shrink configs/mask_rcnn_uninet_b1_1x.py to a tiny Mask R-CNN
+    on ``arch`` (which has :func:`tiny_arch`'s widths), for configs written by tests."""
+    return dict(
+        backbone=dict(arch=dict(arch, _delete_=True), drop_path_rate=0.0, **backbone),
+        neck=dict(in_channels=[32, 32, 64, 96], out_channels=32),
+        rpn_head=dict(in_channels=32, feat_channels=32),
+        roi_head=dict(
+            bbox_roi_extractor=dict(out_channels=32),
+            bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes=num_classes),
+            mask_roi_extractor=dict(out_channels=32),
+            mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32,
+                           num_classes=num_classes)))

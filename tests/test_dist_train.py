@@ -18,7 +18,7 @@ import torch
 
 from uninet_mm.utils.checkpoint import RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals
 
-from .conftest import tiny_arch
+from .conftest import tiny_arch, tiny_mask_rcnn_model
 from .test_resume import unsafe_globals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,16 +27,7 @@ TINY_DET_CONFIG = """
 _base_ = [{base!r}]
 data_root = {data_root!r}
 metainfo = dict(classes={classes!r})
-model = dict(
-    backbone=dict(arch={arch!r}, drop_path_rate=0.0, norm_cfg=dict(type='BN', requires_grad=True)),
-    neck=dict(in_channels=[32, 32, 64, 96], out_channels=32),
-    rpn_head=dict(in_channels=32, feat_channels=32),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=32),
-        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes={num_classes}),
-        mask_roi_extractor=dict(out_channels=32),
-        mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32,
-                       num_classes={num_classes})))
+model = {model!r}
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo,
@@ -91,7 +82,8 @@ def test_dist_train_two_cpu_processes_end_with_identical_weights(tmp_path, coco_
     config.write_text(TINY_DET_CONFIG.format(
         base=str(REPO / 'configs' / 'mask_rcnn_uninet_b1_1x.py'),
         data_root=str(coco_root['root']), classes=tuple(coco_root['classes']),
-        num_classes=len(coco_root['classes']), arch=dict(tiny_arch(), _delete_=True)))
+        model=tiny_mask_rcnn_model(tiny_arch(), len(coco_root['classes']),
+                                   norm_cfg=dict(type='BN', requires_grad=True))))
     work_dir = tmp_path / 'work'
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
     cmd = ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), '2',

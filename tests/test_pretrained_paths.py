@@ -14,7 +14,7 @@ import torch
 from uninet_mm.converters import convert_official_state_dict
 from uninet_mm.utils import CheckpointMismatchError, PretrainedConfigError
 
-from .conftest import tiny_arch
+from .conftest import tiny_arch, tiny_mask_rcnn_model
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -158,16 +158,7 @@ TINY_DET = """
 _base_ = [{base!r}]
 data_root = {data_root!r}
 metainfo = dict(classes={classes!r})
-model = dict(
-    backbone=dict(arch={arch!r}, drop_path_rate=0.0),
-    neck=dict(in_channels=[32, 32, 64, 96], out_channels=32),
-    rpn_head=dict(in_channels=32, feat_channels=32),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=32),
-        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes={num_classes}),
-        mask_roi_extractor=dict(out_channels=32),
-        mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32,
-                       num_classes={num_classes})))
+model = {model!r}
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=False), batch_sampler=None,
@@ -227,7 +218,7 @@ def tiny_config(tmp_path, task, data, arch) -> Path:
     if task == 'det':
         text = TINY_DET.format(base=str(CONFIGS / 'mask_rcnn_uninet_b1_1x.py'),
                                data_root=str(data['root']), classes=tuple(data['classes']),
-                               num_classes=len(data['classes']), arch=dict(arch, _delete_=True))
+                               model=tiny_mask_rcnn_model(arch, len(data['classes'])))
     else:
         text = TINY_SEG.format(base=str(CONFIGS / 'upernet_uninet_b1_160k_ade20k.py'),
                                data_root=str(data['data_root']), classes=tuple(data['classes']),

@@ -13,7 +13,7 @@ from torch import nn
 
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets, dataset_paths
 
-from .conftest import tiny_arch
+from .conftest import tiny_arch, tiny_mask_rcnn_model
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / 'tools'
@@ -237,16 +237,7 @@ TINY_DET = """
 _base_ = [{base!r}]
 data_root = {data_root!r}
 metainfo = dict(classes={classes!r})
-model = dict(
-    backbone=dict(arch={arch!r}, drop_path_rate=0.0),
-    neck=dict(in_channels=[32, 32, 64, 96], out_channels=32),
-    rpn_head=dict(in_channels=32, feat_channels=32),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=32),
-        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes={num_classes}),
-        mask_roi_extractor=dict(out_channels=32),
-        mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32,
-                       num_classes={num_classes})))
+model = {model!r}
 __pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(96, 64), keep_ratio=True),
@@ -276,8 +267,8 @@ def test_train_then_test_tools_end_to_end(tmp_path):
     config = tmp_path / 'tiny.py'
     config.write_text(TINY_DET.format(
         base=str(REPO / 'configs' / 'mask_rcnn_uninet_b1_1x.py'), data_root=str(info['root']),
-        classes=tuple(info['classes']), num_classes=len(info['classes']),
-        arch=dict(tiny_arch(), _delete_=True)))
+        classes=tuple(info['classes']),
+        model=tiny_mask_rcnn_model(tiny_arch(), len(info['classes']))))
     work = tmp_path / 'work'
     proc = run_tool([TOOLS / 'train.py', config, '--work-dir', work], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -206,7 +206,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', default='b3',
                         help="'b0' ... 'b6' (default b3), or a config file with a UniNet "
-                             'backbone (e.g. a search\'s topN_uninet_in1k.py)')
+                             'backbone (e.g. a search\'s topN_uninet_in1k.py), of which only '
+                             'the arch is read')
     parser.add_argument('--checkpoint', default=None,
                         help='weights (e.g. from tools/model_converters); random if omitted')
     parser.add_argument('--prefix', default=None,
