@@ -97,3 +97,13 @@ def test_export_refuses_an_input_size_dependent_graph(tmp_path):
     with pytest.raises(RuntimeError, match='--static'):
         tool.export_and_check(model, model, str(tmp_path / 'mlp.onnx'), shape=(96, 128))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_explains_a_torch_without_bounded_dynamic_dims(tmp_path, monkeypatch):
+    """Older torch has a plain ``Dim.DYNAMIC`` marker without min/max: a clear error, no file."""
+    tool = _load_tool()
+    monkeypatch.setattr(torch.export.Dim, 'DYNAMIC', object())
+    with pytest.raises(RuntimeError, match='takes no min/max'):
+        tool.export_and_check(UniNet(tiny_arch()).eval(), None, str(tmp_path / 'x.onnx'),
+                              shape=(96, 128))
+    assert list(tmp_path.iterdir()) == []

@@ -67,6 +67,10 @@ def export_backbone(model: nn.Module, path: str, shape: Tuple[int, int] = (224, 
         # window / stride multiples makes torch's constraint reporting fail ("Cannot create
         # Dim with inconsistent min=0, max=-73", torch 2.14); the hints let torch narrow the
         # ranges instead, and check_free_input_dims checks what it kept
+        if not callable(torch.export.Dim.DYNAMIC):
+            raise RuntimeError(f'torch {torch.__version__}: torch.export.Dim.DYNAMIC takes no '
+                               'min/max here; use the project environment\'s torch '
+                               '(tools/setup_env.sh) or --static')
         side = torch.export.Dim.DYNAMIC(min=MIN_SIZE, max=MAX_SIZE)
         dynamic_shapes = {'x': {0: torch.export.Dim.DYNAMIC, 2: side, 3: side}}
         program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes,
