@@ -15,8 +15,8 @@ Variants of the UniNet models (``--variants``; the peers always run as mmdet bui
   what the gradient-layout hook of ``to_channels_last`` buys.
 * ``fused`` (inference only): ``accelerate(inference=True)``, BN folded once + channels_last.
 * ``sac`` (training only): channels_last + ``with_cp='selective'`` (torch's selective
-  activation checkpointing: conv/matmul/attention outputs kept, elementwise ops recomputed
-  in backward).
+  activation checkpointing: conv/matmul/attention and training-BatchNorm outputs kept, the
+  other elementwise ops recomputed in backward).
 * ``cp`` (training only): channels_last + ``with_cp=True`` (whole blocks recomputed).
 * ``compile``: channels_last + ``torch.compile`` (inductor); inference with
   ``torch._inductor.config.freezing = True`` (weights constant-folded, BN folded by inductor).
@@ -98,6 +98,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+from uninet_mm.utils.tools_support import parse_size
 
 logger = logging.getLogger('benchmark_backbone')
 
@@ -189,15 +191,6 @@ class TorchvisionSwinFeatures(nn.Module):
             if index % 2 == 1:  # after each stage's blocks: (B, H, W, C)
                 outs.append(x.permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'800x1333' -> (800, 1333) as (H, W)."""
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size must look like HxW (e.g. 800x1333), got {text!r}')
-    return height, width
 
 
 def make_step(model: nn.Module, x: torch.Tensor, mode: str,

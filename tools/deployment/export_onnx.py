@@ -31,6 +31,7 @@ from torch import nn
 from uninet_mm import UniNet
 from uninet_mm.models.arch_settings import ArchError, ArchSpec, parse_arch
 from uninet_mm.models.acceleration import fuse_for_inference
+from uninet_mm.utils.tools_support import parse_size
 
 logger = logging.getLogger('export_onnx')
 
@@ -39,14 +40,6 @@ logger = logging.getLogger('export_onnx')
 MIN_SIZE = 64
 #: Largest height / width the dynamic export promises.
 MAX_SIZE = 8192
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size must look like HxW (e.g. 800x1333), got {text!r}')
-    return height, width
 
 
 def export_backbone(model: nn.Module, path: str, shape: Tuple[int, int] = (224, 320),

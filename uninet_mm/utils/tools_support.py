@@ -1,11 +1,12 @@
-"""Helpers shared by tools/train.py and tools/test.py (config set-up around mmengine's Runner)."""
+"""Helpers shared by the tools: config set-up around mmengine's Runner (tools/train.py,
+tools/test.py) and command-line parsing."""
 import argparse
 import hashlib
 import logging
 import os
 import os.path as osp
 from datetime import timedelta
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -15,7 +16,16 @@ from .pretrained import apply_pretrained
 
 __all__ = ['add_launcher_args', 'export_local_rank', 'load_config', 'build_runner',
            'setup_cpu_distributed', 'warn_if_training_from_scratch', 'log_parameter_hash',
-           'enable_visualization', 'refuse_sync_bn_on_cpu', 'sync_bn_paths']
+           'enable_visualization', 'refuse_sync_bn_on_cpu', 'sync_bn_paths', 'parse_size']
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'800x1333' -> (800, 1333) as (H, W); an argparse ``type``."""
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'size must look like HxW (e.g. 800x1333), got {text!r}')
+    return height, width
 
 
 def add_launcher_args(parser: argparse.ArgumentParser, cfg_options_help: str) -> None:
