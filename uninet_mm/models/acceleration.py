@@ -8,8 +8,10 @@
                                    layout on CPU), gradients kept in that layout
 :func:`selective_checkpoint_context`  torch's selective activation checkpointing policy used
                                    by ``UniNet(with_cp='selective')``: keep the outputs of
-                                   convolutions, matmuls and attention, recompute the
-                                   elementwise ops (norms, GELU, SE gating, residual sums)
+                                   convolutions, matmuls and attention and of the
+                                   BatchNorms that update running statistics, recompute the
+                                   other elementwise ops (LayerNorms, eval-mode BatchNorms,
+                                   GELU, SE gating, residual sums)
 :func:`accelerate`                 the three above plus ``torch.compile`` from one call
 :class:`UniNetAccelerationHook`    the config switch for tools/train.py and tools/test.py
 =================================  ========================================================

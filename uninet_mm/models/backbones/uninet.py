@@ -86,8 +86,10 @@ class UniNet(BaseModule):
         with_cp: activation checkpointing of every block and DSM in training
             (``torch.utils.checkpoint``, non-reentrant): ``True`` stores only block inputs
             and recomputes whole blocks in backward; ``'selective'`` keeps the outputs of
-            convolutions, matmuls and attention and recomputes only the elementwise ops
-            (norms, GELU, SE gating; see :mod:`uninet_mm.models.acceleration`).
+            convolutions, matmuls, attention and training-mode BatchNorms (recomputing those
+            would update their running statistics twice) and recomputes the other
+            elementwise ops (LayerNorms, GELU, SE gating; see
+            :mod:`uninet_mm.models.acceleration`).
         layer_scale_init_value: initial value of the transformer blocks' layer scales.
         input_size: (H, W) or int of the input images; needed only by MLP stages, whose
             token mixing has weights per token position.
