@@ -9,6 +9,7 @@ import torch
 
 from uninet_mm import UniNet
 from uninet_mm.converters import ConversionError, convert_official_state_dict
+from uninet_mm.models.acceleration import accelerate, fuse_for_inference, to_channels_last
 from uninet_mm.utils import CheckpointMismatchError
 
 from .conftest import REPO_ROOT
@@ -140,3 +141,67 @@ def test_tool_reports_bad_input(tmp_path):
     result = subprocess.run([sys.executable, str(TOOL), str(tmp_path / 'missing.pth'),
                              str(tmp_path / 'out.pth')], capture_output=True, text=True)
     assert result.returncode != 0 and 'does not exist' in result.stderr
+
+
+def _converted_tiny_a(tiny_a, **kwargs):
+    """(eval-mode UniNet with the converted reference weights, classifier Linear)."""
+    converted = convert_official_state_dict(tiny_a[0])
+    model = UniNet(converted.arch, out_indices=(0, 1, 2, 3, 4, 5, 6), with_head_conv=True,
+                   **kwargs)
+    model.load_state_dict({k[len('backbone.'):]: v for k, v in converted.state_dict.items()
+                           if k.startswith('backbone.')})
+    classifier = torch.nn.Linear(converted.arch['head_channels'], converted.num_classes)
+    classifier.load_state_dict({'weight': converted.state_dict['head.fc.weight'],
+                                'bias': converted.state_dict['head.fc.bias']})
+    return model.eval(), classifier
+
+
+def _inference_form(form: str, model: torch.nn.Module):
+    if form == 'channels_last':
+        return to_channels_last(model)
+    if form == 'fused':
+        return fuse_for_inference(model)
+    if form == 'accelerate':  # fused copy in channels_last
+        return accelerate(model, inference=True)
+    if form == 'compile':
+        return torch.compile(model, fullgraph=True)
+    assert form == 'compile_frozen'  # what the README recommends for repeated inference
+    return accelerate(model, inference=True, compile=True, fullgraph=True)
+
+
+@pytest.mark.parametrize('form', [
+    'plain', 'channels_last', 'fused', 'accelerate',
+    pytest.param('compile', marks=pytest.mark.slow),
+    pytest.param('compile_frozen', marks=pytest.mark.slow),
+    'with_cp', 'with_cp_selective'])
+def test_accelerated_forms_reproduce_reference_outputs(tiny_a, form):
+    """Every speed/memory form of the converted model computes the reference's six stage
+    outputs and logits (the acceleration tests compare the forms with the plain model; this
+    compares them with the authors' code). The checkpointing forms run in train mode with
+    eval-mode BatchNorms (the reference outputs are eval-mode), so checkpointing is active,
+    and their backward runs through the recomputation."""
+    _, io, _ = tiny_a
+    torch._dynamo.reset()
+    if form.startswith('with_cp'):
+        model, classifier = _converted_tiny_a(
+            tiny_a, with_cp='selective' if form == 'with_cp_selective' else True)
+        model.train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+        inputs = io['input'].clone().requires_grad_()
+        outs = model(inputs)
+    else:
+        model, classifier = _converted_tiny_a(tiny_a)
+        if form != 'plain':
+            model = _inference_form(form, model)
+        with torch.no_grad(), torch._inductor.config.patch(freezing=form == 'compile_frozen'):
+            outs = model(io['input'])
+    logits = classifier(outs[6].mean((2, 3)))
+    for index, (out, ref) in enumerate(zip(outs[:6], io['stage_outputs'])):
+        assert out.shape == ref.shape, index
+        assert relative_error(out.detach(), ref) < 1e-4, f'{form}: stage {index}'
+    assert relative_error(logits.detach(), io['logits']) < 1e-4, form
+    if form.startswith('with_cp'):
+        logits.sum().backward()
+        assert torch.isfinite(inputs.grad).all() and inputs.grad.abs().sum() > 0
