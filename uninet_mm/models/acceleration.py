@@ -85,6 +85,9 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     Works on a backbone or on a whole detector/segmentor that contains one.
 
     The copy is for inference only: its state dict has no BatchNorm entries.
+
+    Measured: eager B3 forward at 800x1333, batch 2, 2-core AMD EPYC, 7.3 s against 9.0 s for
+    channels_last alone (-19%; -11% in an earlier run). See the README's Speed section.
     """
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():
@@ -126,7 +129,8 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
     The backbone returns NCHW-contiguous maps; the NCHW gradients that come back to them are
     turned channels_last where they enter each stage (a hook on the stage outputs), so
-    backward runs in one layout.
+    backward runs in one layout. Measured: B3 forward+backward at 800x1333, batch 2, 2-core
+    AMD EPYC, 24.6 s against 26.9 s without the hook (8 paired rounds, faster in 7).
     """
     from .backbones.uninet import UniNetStage
     model.to(memory_format=torch.channels_last)
