@@ -56,8 +56,8 @@ class NonFiniteLossHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         loss = (outputs or {}).get('loss')
         if loss is not None and not bool(torch.isfinite(loss).all()):
-            raise FloatingPointError(f'non-finite training loss {float(loss)} at iteration '
-                                     f'{runner.iter} (epoch {runner.epoch})')
+            raise FloatingPointError(f'non-finite training loss {loss.detach().sum().item()} at '
+                                     f'iteration {runner.iter} (epoch {runner.epoch})')
 
 
 class MetricsCaptureHook(Hook):
