@@ -10,6 +10,7 @@ import torch
 from uninet_mm import UniNet
 from uninet_mm.converters import ConversionError, convert_official_state_dict
 from uninet_mm.models.acceleration import accelerate, fuse_for_inference, to_channels_last
+from uninet_mm.models.backbones.dsm_transfer import strip_prefix
 from uninet_mm.utils import CheckpointMismatchError
 
 from .conftest import REPO_ROOT
@@ -74,8 +75,7 @@ def test_parity_test_can_fail(tiny_a):
     """The parity check above notices a single perturbed weight."""
     state_dict, io, _ = tiny_a
     converted = convert_official_state_dict(state_dict)
-    weights = {k[len('backbone.'):]: v.clone() for k, v in converted.state_dict.items()
-               if k.startswith('backbone.')}
+    weights = {k: v.clone() for k, v in strip_prefix(converted.state_dict, 'backbone.').items()}
     weights['stages.5.blocks.1.token_mixer.qkv.weight'] += 0.05
     model = UniNet(converted.arch, out_indices=(5,), with_head_conv=True)
     model.load_state_dict(weights)
@@ -94,8 +94,7 @@ def test_published_key_lists_convert_completely(official_fixtures, variant):
     assert UniNet(converted.arch).arch == UniNet(variant).arch
     model = UniNet(variant, out_indices=(6,), with_head_conv=True)
     own = model.state_dict()
-    backbone = {k[len('backbone.'):]: v for k, v in converted.state_dict.items()
-                if k.startswith('backbone.')}
+    backbone = strip_prefix(converted.state_dict, 'backbone.')
     assert backbone.keys() == own.keys()
     assert all(backbone[k].shape == own[k].shape for k in own)
     assert {k for k in converted.state_dict if not k.startswith('backbone.')} == {
@@ -148,8 +147,7 @@ def _converted_tiny_a(tiny_a, **kwargs):
     converted = convert_official_state_dict(tiny_a[0])
     model = UniNet(converted.arch, out_indices=(0, 1, 2, 3, 4, 5, 6), with_head_conv=True,
                    **kwargs)
-    model.load_state_dict({k[len('backbone.'):]: v for k, v in converted.state_dict.items()
-                           if k.startswith('backbone.')})
+    model.load_state_dict(strip_prefix(converted.state_dict, 'backbone.'))
     classifier = torch.nn.Linear(converted.arch['head_channels'], converted.num_classes)
     classifier.load_state_dict({'weight': converted.state_dict['head.fc.weight'],
                                 'bias': converted.state_dict['head.fc.bias']})
