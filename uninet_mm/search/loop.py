@@ -44,6 +44,17 @@ STATE_VERSION = 1
 TrialFn = Callable[[List[int], int], Dict[str, Any]]
 
 
+def search_logger(work_dir: str) -> MMLogger:
+    """The search's own logger: console and ``WORK_DIR/search.log``."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    name = f'uninet_search:{Path(work_dir).resolve()}'
+    if MMLogger.check_instance_created(name):
+        return MMLogger.get_instance(name)
+    return MMLogger.get_instance(name, logger_name='uninet_search',
+                                 log_file=str(Path(work_dir) / 'search.log'), log_level='INFO',
+                                 file_mode='a')
+
+
 class SearchDriver:
     """Proposes architectures, scores their results and updates the controller.
 

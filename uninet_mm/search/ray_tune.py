@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 from mmengine.logging import MMLogger
 
 from .config import SearchSettings
-from .loop import SearchDriver, append_log, log_progress, write_log
+from .loop import SearchDriver, append_log, log_progress, search_logger, write_log
 from .proxy import run_proxy_trial
 
 try:
@@ -65,7 +65,6 @@ class ControllerSearcher(Searcher):
         self.driver.load_state_dict(driver_state)
 
     def _logger(self) -> MMLogger:
-        from .runner import search_logger
         return search_logger(self.work_dir)
 
     def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:

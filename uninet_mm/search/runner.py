@@ -7,25 +7,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from mmengine.logging import MMLogger
-
 from .config import SearchSettings, check_search_config
-from .loop import STATE_NAME, SearchDriver, run_embedded
+from .loop import STATE_NAME, SearchDriver, run_embedded, search_logger
 from .proxy import prepare_proxy, run_proxy_trial
 from .report import update_curve, write_outputs
 
 BACKENDS = ('embedded', 'ray')
-
-
-def search_logger(work_dir: str) -> MMLogger:
-    """The search's own logger: console and ``WORK_DIR/search.log``."""
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    name = f'uninet_search:{Path(work_dir).resolve()}'
-    if MMLogger.check_instance_created(name):
-        return MMLogger.get_instance(name)
-    return MMLogger.get_instance(name, logger_name='uninet_search',
-                                 log_file=str(Path(work_dir) / 'search.log'), log_level='INFO',
-                                 file_mode='a')
 
 
 class ProxyTrial:
