@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from uninet_mm.utils.checkpoint import RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals
+from uninet_mm.utils.resume_safe_load import RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals
 
 from .conftest import tiny_arch, tiny_mask_rcnn_model
 from .test_resume import unsafe_globals

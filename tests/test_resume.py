@@ -1,5 +1,5 @@
 """Resuming training on torch >= 2.6 (``torch.load(weights_only=True)``) without
-``weights_only=False``: the allow-list of uninet_mm.utils.checkpoint.
+``weights_only=False``: the allow-list of uninet_mm.utils.resume_safe_load.
 
 Unit tests save mmengine's own objects and load them back; the end-to-end test (slow) trains a
 tiny UperNet with tools/train.py, stops it, resumes it and compares the losses and weights with
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from uninet_mm.utils.checkpoint import (RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals,
+from uninet_mm.utils.resume_safe_load import (RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals,
                                         resume_safe_globals)
 
 from .conftest import tiny_arch

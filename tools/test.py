@@ -13,7 +13,7 @@ import os.path as osp
 import torch
 from mmengine.config import Config
 
-from uninet_mm.utils.checkpoint import register_resume_safe_globals
+from uninet_mm.utils.resume_safe_load import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
 from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, enable_visualization,
                                            export_local_rank, load_config,

@@ -14,7 +14,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from uninet_mm.utils.checkpoint import register_resume_safe_globals
+from uninet_mm.utils.resume_safe_load import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
 from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, export_local_rank,
                                            load_config, log_parameter_hash,

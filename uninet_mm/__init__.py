@@ -4,10 +4,10 @@ Importing the package registers ``UniNet`` in mmengine's root ``MODELS`` registr
 mmdet, mmseg and mmpretrain registries fall back to, so configs only need
 ``custom_imports=dict(imports=['uninet_mm'])``. It also allows torch's ``weights_only`` loader
 to read mmengine's resume checkpoints (a fixed list of data-only classes, see
-:mod:`uninet_mm.utils.checkpoint`), so ``--resume`` works on torch >= 2.6.
+:mod:`uninet_mm.utils.resume_safe_load`), so ``--resume`` works on torch >= 2.6.
 """
 from .models import ARCH_SETTINGS, ArchError, ArchSpec, StageSpec, UniNet, parse_arch
-from .utils.checkpoint import register_resume_safe_globals
+from .utils.resume_safe_load import register_resume_safe_globals
 from .version import __version__
 
 register_resume_safe_globals()
