@@ -165,8 +165,8 @@ def test_get_flops_prints_the_dsm_models(capsys):
 
 
 def test_report_table_rows_and_readme_update():
-    from .test_tools import load_tool
-    tool = load_tool('analysis_tools/report_model_table.py')
+    from .test_tools import DEV_SCRIPTS, load_tool
+    tool = load_tool('report_model_table.py', root=DEV_SCRIPTS)
     rows = {row.config: row for row in tool['ROWS']}
     assert set(ALL) - {'dsm_transfer/mask_rcnn_swin_tiny_l_lg_dsm_1x.py'} <= set(rows)
     assert tool['top1'](rows['ablations/uninet_b0_g_dsm_in1k.py']) == '76.8'

@@ -17,11 +17,12 @@ from .conftest import tiny_arch, tiny_mask_rcnn_model
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / 'tools'
+DEV_SCRIPTS = REPO / '.dev_scripts'
 
 
-def load_tool(relpath: str) -> dict:
-    """The functions of a tool script (run without its ``__main__`` block)."""
-    return runpy.run_path(str(TOOLS / relpath), run_name='uninet_tool')
+def load_tool(relpath: str, root: Path = TOOLS) -> dict:
+    """The functions of a tool script under ``root`` (run without its ``__main__`` block)."""
+    return runpy.run_path(str(root / relpath), run_name='uninet_tool')
 
 
 def run_tool(args, cwd, timeout=600) -> subprocess.CompletedProcess:
@@ -290,7 +291,7 @@ def test_train_then_test_tools_end_to_end(tmp_path):
 def test_report_model_table():
     pytest.importorskip('mmdet')
     pytest.importorskip('mmseg')
-    proc = run_tool([TOOLS / 'analysis_tools' / 'report_model_table.py'], cwd=REPO,
+    proc = run_tool([DEV_SCRIPTS / 'report_model_table.py'], cwd=REPO,
                     timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     for row in ('Mask R-CNN UniNet-B1', 'Mask R-CNN UniNet-B3', 'UperNet UniNet-B1',

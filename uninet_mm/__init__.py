@@ -6,6 +6,7 @@ mmdet, mmseg and mmpretrain registries fall back to, so configs only need
 to read mmengine's resume checkpoints (a fixed list of data-only classes, see
 :mod:`uninet_mm.utils.resume_safe_load`), so ``--resume`` works on torch >= 2.6.
 """
+from . import engine  # noqa: F401  (registers the hooks)
 from .models import ARCH_SETTINGS, ArchError, ArchSpec, StageSpec, UniNet, parse_arch
 from .utils.resume_safe_load import register_resume_safe_globals
 from .version import __version__

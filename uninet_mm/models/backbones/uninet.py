@@ -8,7 +8,7 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..acceleration import selective_checkpoint_context
+from ..activation_checkpointing import selective_checkpoint_context
 from ..arch_settings import ArchSpec, StageSpec, parse_arch
 from ..layers import DOWNSAMPLE_MODULES, ConvBlock, ConvNormAct, TransformerBlock
 

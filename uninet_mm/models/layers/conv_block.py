@@ -5,10 +5,11 @@ import torch
 from torch import nn
 
 from .common import DropPath, build_norm2d
+from .fusion import FusibleModule, fold_batch_norm, is_foldable
 from .squeeze_excite import SqueezeExcite
 
 
-class ConvNormAct(nn.Module):
+class ConvNormAct(FusibleModule):
     """(B, C_in, H, W) -> (B, C_out, H', W'): conv (no bias), norm, GELU (the stem and the
     classification head conv)."""
 
@@ -22,6 +23,10 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))
+
+    def fuse(self) -> None:
+        if is_foldable(self.norm):
+            self.conv, self.norm = fold_batch_norm(self.conv, self.norm), nn.Identity()
 
 
 class ConvShortcut(nn.Module):
@@ -39,7 +44,7 @@ class ConvShortcut(nn.Module):
         return self.proj(self.pool(x))
 
 
-class ConvBlock(nn.Module):
+class ConvBlock(FusibleModule):
     """(B, a, H, W) -> (B, b, H, W) inverted residual, hidden width ``h = int(a * expansion)``.
 
     expand (only if h != a): BN(a), 1x1 conv a->h, BN(h), GELU;
@@ -78,3 +83,18 @@ class ConvBlock(nn.Module):
         branch = self.act(self.conv_norm(self.conv(branch)))
         branch = self.project_norm(self.project(self.se(branch)))
         return self.shortcut(x) + self.drop_path(branch)
+
+    def fuse(self) -> None:
+        """Fold all three BatchNorm sites: both norms of the expansion (the one before the
+        1x1 conv and the one after it) into that conv, the 3x3 conv's and the projection's."""
+        if isinstance(self.expand, nn.Sequential):
+            in_norm, conv, norm, _ = self.expand
+            if is_foldable(in_norm) and is_foldable(norm):
+                self.expand[1] = fold_batch_norm(conv, norm, before=in_norm)
+                self.expand[0], self.expand[2] = nn.Identity(), nn.Identity()
+        if is_foldable(self.conv_norm):
+            self.conv = fold_batch_norm(self.conv, self.conv_norm)
+            self.conv_norm = nn.Identity()
+        if is_foldable(self.project_norm):
+            self.project = fold_batch_norm(self.project, self.project_norm)
+            self.project_norm = nn.Identity()

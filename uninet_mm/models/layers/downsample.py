@@ -12,6 +12,7 @@ from torch import nn
 from ..arch_settings import HEAD_DIM
 from .attention import multi_head_attention
 from .common import build_norm2d, to_map, to_tokens
+from .fusion import FusibleModule, fold_batch_norm, is_foldable
 from .transformer_block import LN_EPS
 
 
@@ -25,7 +26,7 @@ class DownsampleShortcut(nn.Module):
         return self.proj(self.pool(x))
 
 
-class LocalBranch(nn.Sequential):
+class LocalBranch(nn.Sequential, FusibleModule):
     """(B, a, H, W) -> (B, b, ceil(H/s), ceil(W/s)): 3x3 depthwise conv of stride s (bias),
     norm(a), 1x1 conv a -> b (bias)."""
 
@@ -35,6 +36,10 @@ class LocalBranch(nn.Sequential):
             nn.Conv2d(in_channels, in_channels, 3, stride, padding=1, groups=in_channels),
             build_norm2d(norm_cfg, in_channels),
             nn.Conv2d(in_channels, out_channels, 1))
+
+    def fuse(self) -> None:
+        if is_foldable(self[1]):
+            self[0], self[1] = fold_batch_norm(self[0], self[1]), nn.Identity()
 
 
 class LocalDownsample(nn.Module):

@@ -1,6 +1,7 @@
-"""Parameters and FLOPs of the paper's models next to the paper's numbers.
+"""Developer script: parameters and FLOPs of the paper's models next to the paper's numbers,
+and the README model table regenerated from them.
 
-    python tools/analysis_tools/report_model_table.py [--only TEXT ...] [--by-module]
+    python .dev_scripts/report_model_table.py [--only TEXT ...] [--by-module]
                                                       [--update-readme]
 
 Mask R-CNN B1/B3 at 1280x800 and UperNet B1/B3 at 2048x512 (the input sizes the mm world quotes),
@@ -25,7 +26,7 @@ from mmengine.config import Config
 
 from uninet_mm.utils.flops import config_complexity
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs'
 README = REPO / 'README.md'
 TOLERANCE = 0.05

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# One prepared GPU check for a short-lived CUDA machine: everything issue 10's GPU rows need,
-# in the order that matters if time runs out.
+# Developer script: one prepared GPU check for a short-lived CUDA machine (the GPU rows of the
+# Speed docs), in the order that matters if time runs out.
 #   1. tests/test_cuda.py (CUDA matches CPU, training steps, bf16 autocast)
 #   2. UniNet-B3 vs Swin-T at 800x1333, batch 2, bf16 autocast (how detectors train)
 #   3. the same in fp32
 #   4. torch.compile rows (bf16), last because compiling takes minutes
 # Swin-T is torchvision's (swin_t_tv) unless mmdet is importable there (then mmdet's too).
 #
-#   OUT=/path/to/results bash tools/analysis_tools/gpu_report.sh
+#   OUT=/path/to/results bash .dev_scripts/gpu_report.sh
 #
 # Only torch, torchvision and mmengine (+ addict, termcolor, yapf, platformdirs) are needed. A
 # machine without mmengine can take them as wheels in ./.whl (pip download --no-deps ... for
 # its Python), installed by this script into a temporary folder when WHEELS=.whl is set.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-work_dirs/gpu_report}
 mkdir -p "$OUT"
