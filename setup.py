@@ -1,9 +1,25 @@
 """Installs uninet_mm; dependencies are read from requirements/."""
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
+
+
+class BuildWithConfigs(build_py):
+    """Also copies ``configs/`` into the built package as ``uninet_mm/.mim/configs`` (mmdet's
+    and mim's layout), so an installed wheel finds the configs that searches generate from
+    (:func:`uninet_mm.utils.package_data.configs_dir`)."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / 'uninet_mm' / '.mim' / 'configs'
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(HERE / 'configs', target,
+                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
 
 
 def read_requirements(name: str) -> list:
@@ -38,6 +54,7 @@ setup(
         'all': (read_requirements('mminstall') + read_requirements('tests')
                 + read_requirements('search') + read_requirements('deploy')),
     },
+    cmdclass={'build_py': BuildWithConfigs},
     license='Apache-2.0',
     zip_safe=False,
 )

@@ -30,3 +30,6 @@ train_cfg = dict(max_epochs=12)
 # The learning rate above is for a total batch of 16 (8 GPUs x 2 images); with another total
 # batch the runner scales it linearly.
 auto_scale_lr = dict(enable=True, base_batch_size=16)
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

@@ -32,3 +32,6 @@ optim_wrapper = dict(
 param_scheduler = _base_.uninet_param_scheduler_3x
 train_cfg = dict(max_epochs=36)
 auto_scale_lr = dict(enable=True, base_batch_size=16)
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

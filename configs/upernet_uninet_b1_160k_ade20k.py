@@ -41,3 +41,6 @@ optim_wrapper = dict(
 # lr 6e-5 is for a total batch of 16 (8 GPUs x 2); with another total batch the runner scales it
 # linearly (not in Swin's recipe, which always used 16).
 auto_scale_lr = dict(enable=True, base_batch_size=16)
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

@@ -4,9 +4,6 @@ compared with the plain model in float64 (forward, input and parameter gradients
 statistics), so any difference is a real one."""
 import ctypes
 import ctypes.util
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +12,8 @@ from torch import nn
 from uninet_mm import UniNet
 from uninet_mm.models.acceleration import (accelerate, fold_batch_norm, fuse_for_inference,
                                            to_channels_last)
+from uninet_mm.models.layers import ConvBlock, ConvNormAct
+from uninet_mm.models.layers.downsample import LocalBranch
 
 from .conftest import tiny_arch
 
@@ -92,6 +91,47 @@ def test_fused_inference_matches_plain_model(gop, dsm):
         assert torch.equal(value, state[key]), key
     # every BatchNorm of the convolutional parts is gone from the copy
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+
+
+#: Every layer that owns a BatchNorm fold, in each of its forms.
+FUSIBLE_LAYERS = {
+    'ConvNormAct': lambda: ConvNormAct(4, 6, 3, 2, None),
+    'ConvBlock with expansion': lambda: ConvBlock(4, 6, 4.0),
+    'ConvBlock without expansion, dense': lambda: ConvBlock(6, 6, 1.0, depthwise=False),
+    'LocalBranch': lambda: LocalBranch(4, 8, 2, None),
+}
+
+
+@pytest.mark.parametrize('name', FUSIBLE_LAYERS)
+def test_each_layer_fuses_its_own_batch_norms(name):
+    layer = FUSIBLE_LAYERS[name]().double()
+    _randomize(layer)
+    layer.eval()
+    x = torch.randn(2, 4 if 'without' not in name else 6, 9, 11, dtype=torch.float64)
+    with torch.no_grad():
+        expected = layer(x)
+        layer.fuse()
+        torch.testing.assert_close(layer(x), expected)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in layer.modules())
+
+
+def test_fuse_for_inference_calls_any_fusible_layer():
+    """The walk knows only the FusibleModule interface, so a layer from elsewhere plugs in."""
+    from uninet_mm.models.layers.fusion import FusibleModule
+
+    class Custom(FusibleModule):
+        def __init__(self):
+            super().__init__()
+            self.fused = False
+
+        def fuse(self):
+            self.fused = True
+
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), Custom())
+    fused = fuse_for_inference(model)
+    assert fused[1].fused and not model[1].fused and not fused.training
+    with pytest.raises(NotImplementedError, match='fuse'):
+        FusibleModule().fuse()
 
 
 def test_fold_batch_norm_before_and_after_a_1x1_conv():
@@ -266,28 +306,6 @@ def test_compile_fullgraph_matches_eager_in_eval_and_train():
     eager_buffers = dict(eager.named_buffers())
     for name, buffer in model.named_buffers():
         torch.testing.assert_close(buffer, eager_buffers[name], msg=name)
-
-
-# ---------------------------------------------------------------------------- benchmark
-@pytest.mark.slow  # ten worker processes
-def test_benchmark_tool_runs_uninet_variants(tmp_path):
-    tool = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools' / \
-        'benchmark_backbone.py'
-    spec = importlib.util.spec_from_file_location('benchmark_backbone', tool)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules['benchmark_backbone'] = module
-    spec.loader.exec_module(module)
-    out = module.main(['--models', 'uninet_b1', '--variants', 'plain', 'channels_last',
-                       'fused', 'sac', '--sizes', '64x96', '--device', 'cpu',
-                       '--batch', '1', '--repeats', '1', '--warmup', '1', '--threads', '1',
-                       '--json', str(tmp_path / 'bench.json')])
-    rows = {row['variant']: row for row in out['results']}
-    assert set(rows) == {'plain', 'channels_last', 'fused', 'sac'}
-    assert rows['plain']['fwd_ms'] > 0 and rows['plain']['train_ms'] > 0
-    assert rows['plain']['train_mib'] > 0 and rows['plain']['macs'] > 0
-    assert 0 < rows['plain']['fwd_peak'] < 100 and 0 < rows['sac']['train_peak'] < 100
-    assert 'train_ms' not in rows['fused']  # an inference-only variant
-    assert (tmp_path / 'bench.json').is_file()
 
 
 # ---------------------------------------------------------------------------- config switch

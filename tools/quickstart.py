@@ -182,7 +182,7 @@ def run_quickstart(task: str = 'det', config: Optional[str] = None,
     """Generate data, train, evaluate and draw; returns metrics, paths and timings."""
     from mmengine.runner import Runner
 
-    from uninet_mm.utils.plotting import plot_loss_curve
+    from uninet_mm.utils.plotting import plot_training_summary
 
     spec = TASKS[task]
     timings = {}
@@ -201,8 +201,10 @@ def run_quickstart(task: str = 'det', config: Optional[str] = None,
 
     tick = time.perf_counter()
     work = Path(cfg.work_dir)
-    curve = plot_loss_curve(runner.log_dir, work / 'loss_curve.png',
-                            title=f'quickstart {task}: {Path(cfg.filename).stem}')
+    headline = {key: metrics[key] for key in spec['metrics'] if key in metrics}
+    curve = plot_training_summary(Path(runner.log_dir) / 'vis_data' / 'scalars.json', headline,
+                                  work / 'loss_curve.png',
+                                  title=f'quickstart {task}: {Path(cfg.filename).stem}')
     pictures = draw_predictions(runner, task, work / 'predictions', num_vis, score_thr)
     timings['pictures'] = time.perf_counter() - tick
     timings['total'] = time.perf_counter() - start

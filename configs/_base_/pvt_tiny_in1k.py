@@ -50,3 +50,6 @@ optim_wrapper = dict(
         bias_decay_mult=0.0,
         custom_keys={'.pos_embed': dict(decay_mult=0.0)}),
     clip_grad=dict(max_norm=5.0))
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

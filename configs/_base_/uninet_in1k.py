@@ -91,3 +91,6 @@ uninet_aug_samplers = dict(
 
 # Paper silent: no model EMA and no repeated augmentation (mmpretrain's DeiT configs use neither
 # for the small models).
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

@@ -8,3 +8,6 @@ custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(type='MMDetSwinTransformerDSM', dsms=('L', 'L', 'LG', 'LG')))
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

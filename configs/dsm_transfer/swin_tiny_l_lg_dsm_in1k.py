@@ -6,3 +6,6 @@ _base_ = ['mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py']
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
 model = dict(backbone=dict(type='SwinTransformerDSM', dsms=('L', 'L', 'LG', 'LG')))
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

@@ -16,3 +16,6 @@ model = dict(
         type='SwinTransformerDSM',
         dsms=('LG', 'LG', 'LG', 'LG'),
         dsm_kv_strides=(8, 1, 1, 1)))
+
+# Logs go to local json files (vis_data/scalars.json) and to TensorBoard (tensorboard --logdir).
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

@@ -120,7 +120,8 @@ default_hooks = dict(
                     max_keep_ckpts=1),
     visualization=dict(type='DetVisualizationHook', draw=False))
 log_processor = dict(by_epoch=False)
-visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
+visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend'),
+                                dict(type='TensorboardVisBackend')],
                   name='visualizer')
 randomness = dict(seed=0)
 auto_scale_lr = dict(enable=False, base_batch_size=4)

@@ -113,6 +113,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
                     max_keep_ckpts=1),
     visualization=dict(type='SegVisualizationHook', draw=False))
-visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
+visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend'),
+                                dict(type='TensorboardVisBackend')],
                   name='visualizer', alpha=0.5)
 randomness = dict(seed=0)

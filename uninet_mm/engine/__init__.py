@@ -1,4 +1,4 @@
 """Training-loop pieces (hooks) for mmengine's Runner."""
-from .hooks import UniNetAccelerationHook
+from .hooks import NonFiniteLossHook, UniNetAccelerationHook
 
-__all__ = ['UniNetAccelerationHook']
+__all__ = ['NonFiniteLossHook', 'UniNetAccelerationHook']

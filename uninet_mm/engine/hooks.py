@@ -1,5 +1,6 @@
 """Hooks of this package, registered in mmengine's ``HOOKS`` registry when
 :mod:`uninet_mm` is imported (``custom_imports=dict(imports=['uninet_mm'])``)."""
+import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -7,7 +8,7 @@ from torch import nn
 
 from ..models.acceleration import fuse_for_inference, to_channels_last
 
-__all__ = ['UniNetAccelerationHook']
+__all__ = ['NonFiniteLossHook', 'UniNetAccelerationHook']
 
 
 @HOOKS.register_module()
@@ -50,3 +51,15 @@ class UniNetAccelerationHook(Hook):
                 module.backbone = fuse_for_inference(backbone)
                 if self.channels_last:
                     to_channels_last(module.backbone)
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop training as soon as the loss is NaN or infinite (the search uses it to end a
+    proxy trial early and record it as failed)."""
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        loss = (outputs or {}).get('loss')
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            raise FloatingPointError(f'non-finite training loss {loss.detach().sum().item()} at '
+                                     f'iteration {runner.iter} (epoch {runner.epoch})')

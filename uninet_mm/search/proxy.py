@@ -12,7 +12,8 @@ One trial (:func:`run_proxy_trial`):
    ``train_cfg.max_epochs`` epochs) on the training split, then scores top-1 accuracy on the
    held-out split once, after training;
 4. returns ``dict(status, accuracy (fraction), flops, params, seconds, cpu_seconds, error)``.
-   An exception, a non-finite loss (:class:`NonFiniteLossHook`) or running out of memory gives
+   An exception, a non-finite loss (:class:`~uninet_mm.engine.hooks.NonFiniteLossHook`) or
+   running out of memory gives
    ``status='failed'`` with the error, never an exception.
 
 Data (``proxy.data``), prepared once by :func:`prepare_proxy` before the first trial:
@@ -38,26 +39,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 from torch import nn
+
+from ..utils.mmengine_private import QuietRunner, forget_instances
 
 PROXY_DATA_TYPES = ('synthetic_shapes', 'imagenet_holdout')
 
 
 class ProxyConfigError(ValueError):
     """A proxy-task setting that cannot work; the message says what to change."""
-
-
-@HOOKS.register_module()
-class NonFiniteLossHook(Hook):
-    """Stop a proxy trial as soon as its training loss is NaN or infinite."""
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        loss = (outputs or {}).get('loss')
-        if loss is not None and not bool(torch.isfinite(loss).all()):
-            raise FloatingPointError(f'non-finite training loss {loss.detach().sum().item()} at '
-                                     f'iteration {runner.iter} (epoch {runner.epoch})')
 
 
 class MetricsCaptureHook(Hook):
@@ -69,14 +60,6 @@ class MetricsCaptureHook(Hook):
 
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
         self.metrics = dict(metrics or {})
-
-
-class QuietRunner(Runner):
-    """A Runner that skips the system environment dump: its compiler and CUDA probes take
-    seconds, once per trial; the search logs the environment once."""
-
-    def _log_env(self, env_cfg: dict) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +199,8 @@ def count_model(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, int]
 def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work_dir: str,
                     trial_name: str = 'trial') -> Dict[str, Any]:
     """Train and score one architecture (see the module docstring); never raises for a
-    failing architecture, returns ``status='failed'`` and the error instead."""
+    failing architecture, returns ``status='failed'`` and the error instead. The trial's
+    logger, message hub and visualizer are released afterwards."""
     start, cpu_start = time.perf_counter(), time.process_time()
     threads = proxy.get('threads')
     if threads:
@@ -246,7 +230,7 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
         result.update(status='failed', error=f'{type(exc).__name__}: {exc}')
     finally:
         if runner is not None:
-            _release_runner(runner)
+            forget_instances(runner.experiment_name)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     result['seconds'] = time.perf_counter() - start
@@ -281,20 +265,3 @@ def _build_runner(proxy: Dict[str, Any], model: nn.Module, work_dir: Path,
     cfg['default_scope'] = 'mmpretrain'
     return QuietRunner(model=model, work_dir=str(work_dir),
                         experiment_name=f'{work_dir.name}_{uuid.uuid4().hex[:8]}', **cfg)
-
-
-def _release_runner(runner) -> None:
-    """Close and forget the per-trial logger, message hub, visualizer and scope instances, so
-    thousands of trials do not keep thousands of open log files."""
-    from mmengine.logging import MessageHub, MMLogger
-    from mmengine.registry import DefaultScope
-    from mmengine.visualization import Visualizer
-
-    name = runner.experiment_name
-    logger = MMLogger._instance_dict.pop(name, None)
-    if logger is not None:
-        for handler in list(logger.handlers):
-            handler.close()
-            logger.removeHandler(handler)
-    for cls in (MessageHub, Visualizer, DefaultScope):
-        cls._instance_dict.pop(name, None)

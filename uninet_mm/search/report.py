@@ -22,6 +22,8 @@ import pprint
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..utils.package_data import configs_dir
+
 #: Stages whose outputs a detector takes (strides 4, 8, 16, 32), as in configs/_base_/uninet_det.py.
 DET_OUT_INDICES = (1, 2, 4, 5)
 #: Fixed detector input (H, W) for architectures with MLP stages, whose token mixing has
@@ -34,15 +36,6 @@ MLP_DET_INPUT = (800, 1344)
 MAX_DET_MLP_PARAMS = 100_000_000
 #: Input size of the generated ImageNet configs (that of configs/_base_/uninet_in1k.py).
 CLS_INPUT = (224, 224)
-
-
-def project_configs_dir() -> Path:
-    """The repository's ``configs/`` folder (this package is installed editable from it)."""
-    path = Path(__file__).resolve().parents[2] / 'configs'
-    if not (path / '_base_' / 'uninet_in1k.py').is_file():
-        raise FileNotFoundError(f'the project configs are not at {path}; generated configs '
-                                f'inherit them, so run the search from a clone of uninet_mm')
-    return path
 
 
 def top_records(history: Sequence[Dict[str, Any]], k: int) -> List[Dict[str, Any]]:
@@ -151,7 +144,7 @@ def write_top(history: Sequence[Dict[str, Any]], work_dir: str, k: int = 5
     """Write ``top{k}.json`` and the two configs of every top architecture; returns the
     entries of the json file."""
     work_dir = Path(work_dir)
-    configs, out = project_configs_dir(), work_dir / 'configs'
+    configs, out = configs_dir(), work_dir / 'configs'
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for rank, record in enumerate(top_records(history, k), start=1):

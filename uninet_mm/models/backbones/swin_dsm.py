@@ -27,8 +27,16 @@ def _stride(value) -> int:
 
 
 class _SwinPoints:
-    """Downsampling points of both Swin implementations: ``patch_embed`` and
+    """What both Swin implementations share: the DSM arguments (documented on
+    :class:`SwinTransformerDSM`) and the downsampling points, ``patch_embed`` and
     ``stages[i].downsample`` (mmcv-style PatchEmbed / PatchMerging)."""
+
+    def __init__(self, *args, dsms: Sequence[Optional[str]] = L_LG_DSMS,
+                 dsm_kv_strides: Sequence[int] = (1, 1, 1, 1),
+                 dsm_norm_cfg: Optional[Dict] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._replace_downsampling(dsms, dsm_kv_strides, dsm_norm_cfg)
+        self._freeze_stages()  # again: the new layers follow frozen_stages too
 
     def _downsampling_point(self, point: int) -> Tuple[str, int, int, int]:
         if point == 0:
@@ -51,13 +59,6 @@ class SwinTransformerDSM(_SwinPoints, DSMTransferMixin, _MMPretrainSwin):
         *args, **kwargs: mmpretrain's SwinTransformer arguments (``arch='tiny'``, ...).
     """
 
-    def __init__(self, *args, dsms: Sequence[Optional[str]] = L_LG_DSMS,
-                 dsm_kv_strides: Sequence[int] = (1, 1, 1, 1),
-                 dsm_norm_cfg: Optional[Dict] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._replace_downsampling(dsms, dsm_kv_strides, dsm_norm_cfg)
-        self._freeze_stages()
-
 
 class MMDetSwinTransformerDSM(_SwinPoints, DSMTransferMixin, _MMDetSwin):
     """mmdet's SwinTransformer with UniNet DSMs; arguments as :class:`SwinTransformerDSM`
@@ -67,13 +68,6 @@ class MMDetSwinTransformerDSM(_SwinPoints, DSMTransferMixin, _MMDetSwin):
     the official Swin format through ``swin_converter`` when ``convert_weights=True``, otherwise
     the ``backbone.`` keys of an mmdet checkpoint.
     """
-
-    def __init__(self, *args, dsms: Sequence[Optional[str]] = L_LG_DSMS,
-                 dsm_kv_strides: Sequence[int] = (1, 1, 1, 1),
-                 dsm_norm_cfg: Optional[Dict] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._replace_downsampling(dsms, dsm_kv_strides, dsm_norm_cfg)
-        self._freeze_stages()
 
     def _convert_checkpoint(self, state_dict: Dict[str, torch.Tensor],
                             prefix: Optional[str]) -> Dict[str, torch.Tensor]:

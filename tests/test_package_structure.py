@@ -1,6 +1,8 @@
-"""The package's import graph has no cycles: module-level and function-level imports alike
-(a lazy import that closes a cycle is still two modules that need each other)."""
+"""Structure of the package as a maintainer checks it: no import cycles (module-level and
+function-level imports alike: a lazy import that closes a cycle is still two modules that need
+each other), and private mmengine attributes used in one module only."""
 import ast
+import importlib
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -108,3 +110,60 @@ def test_graph_resolves_relative_and_lazy_imports(tmp_path):
 def test_package_has_no_import_cycles():
     cycles = find_cycles(import_graph())
     assert not cycles, f'import cycles in uninet_mm: {cycles}'
+
+
+#: The one module allowed to touch private mmengine attributes (it says why for each).
+PRIVATE_MMENGINE_MODULE = 'uninet_mm.utils.mmengine_private'
+
+
+def private_mmengine_uses(path: Path) -> List[str]:
+    """``'line: what'`` for every private attribute of an mmengine object read in ``path``
+    (``MMLogger._instance_dict``) and every private method of an mmengine base class that a
+    class there overrides (``Runner._log_env``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    imported = {}  # local name -> the mmengine object
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] == 'mmengine':
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                imported[alias.asname or alias.name] = getattr(module, alias.name)
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in imported and node.attr.startswith('_')
+                and not node.attr.startswith('__')):
+            found.append(f'{node.lineno}: {node.value.id}.{node.attr}')
+        if isinstance(node, ast.ClassDef):
+            bases = [imported[b.id] for b in node.bases
+                     if isinstance(b, ast.Name) and b.id in imported]
+            for item in node.body:
+                if (isinstance(item, ast.FunctionDef) and item.name.startswith('_')
+                        and not item.name.startswith('__')
+                        and any(hasattr(base, item.name) for base in bases)):
+                    found.append(f'{item.lineno}: {node.name}.{item.name} overrides a private '
+                                 f'mmengine method')
+    return found
+
+
+def test_private_mmengine_finder_sees_reads_and_overrides(tmp_path):
+    source = tmp_path / 'mod.py'
+    source.write_text('from mmengine.logging import MMLogger\n'
+                      'from mmengine.runner import Runner\n'
+                      'class Quiet(Runner):\n'
+                      '    def _log_env(self, env_cfg):\n'
+                      '        pass\n'
+                      '    def _mine(self):\n'
+                      '        pass\n'
+                      'MMLogger._instance_dict.clear()\n'
+                      'MMLogger.get_current_instance()\n')
+    assert sorted(private_mmengine_uses(source)) == [
+        '4: Quiet._log_env overrides a private mmengine method', '8: MMLogger._instance_dict']
+
+
+def test_private_mmengine_attributes_only_in_their_module():
+    modules = _module_names(PACKAGE_ROOT)
+    offenders = {name: uses for name, path in modules.items()
+                 if name != PRIVATE_MMENGINE_MODULE and (uses := private_mmengine_uses(path))}
+    assert not offenders, (f'private mmengine attributes outside {PRIVATE_MMENGINE_MODULE}: '
+                           f'{offenders}')
+    assert private_mmengine_uses(modules[PRIVATE_MMENGINE_MODULE])
