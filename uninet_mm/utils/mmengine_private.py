@@ -10,10 +10,15 @@ no public API serves (mmengine 0.10.7). The search's proxy trials need both: tho
   mmengine's ``ManagerMixin`` classes (logger, message hub, visualizer, default scope):
   ``ManagerMixin`` can create and look up instances but not drop them, so without this every
   trial would keep its logger (an open log file), message hub and visualizer alive.
+* :func:`history_buffer_statistics` reads ``HistoryBuffer._statistics_methods``: resume
+  checkpoints name these methods, and ``HistoryBuffer.register_statistics`` can add to the
+  registry but nothing public lists it (see :mod:`uninet_mm.utils.resume_safe_load`).
 """
+from typing import List
+
 from mmengine.runner import Runner
 
-__all__ = ['QuietRunner', 'forget_instances']
+__all__ = ['QuietRunner', 'forget_instances', 'history_buffer_statistics']
 
 
 class QuietRunner(Runner):
@@ -37,3 +42,9 @@ def forget_instances(name: str) -> None:
             logger.removeHandler(handler)
     for cls in (MessageHub, Visualizer, DefaultScope):
         cls._instance_dict.pop(name, None)
+
+
+def history_buffer_statistics() -> List[str]:
+    """Names of the statistics methods registered on mmengine's ``HistoryBuffer``."""
+    from mmengine.logging import HistoryBuffer
+    return list(HistoryBuffer._statistics_methods)

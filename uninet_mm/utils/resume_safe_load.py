@@ -57,7 +57,9 @@ def _history_buffer_getattr(obj, name):
     """
     from mmengine.logging import HistoryBuffer
 
-    allowed = set(_HISTORY_BUFFER_METHODS) | set(HistoryBuffer._statistics_methods)
+    from .mmengine_private import history_buffer_statistics
+
+    allowed = set(_HISTORY_BUFFER_METHODS) | set(history_buffer_statistics())
     if obj is HistoryBuffer and isinstance(name, str) and name in allowed:
         value = getattr(HistoryBuffer, name, None)
         if callable(value) and getattr(value, '__qualname__', '') == f'HistoryBuffer.{name}':
