@@ -66,3 +66,33 @@ def tiny_mask_rcnn_model(arch: dict, num_classes: int, **backbone) -> dict:
             mask_roi_extractor=dict(out_channels=32),
             mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32,
                            num_classes=num_classes)))
+
+
+#: Config lines for the tiny training runs that tests write: no validation or test loop.
+TRAIN_ONLY_CONFIG = """
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+test_dataloader = None
+test_evaluator = None
+test_cfg = None
+"""
+
+
+def tiny_coco_train_dataloader(data_root: str, classes, flip: bool = False,
+                               infinite: bool = False) -> dict:
+    """``train_dataloader`` of a tiny Mask R-CNN run on :func:`make_coco_instances` data:
+    batch 2, no workers, images resized to fit 96x64."""
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+                dict(type='Resize', scale=(96, 64), keep_ratio=True)]
+    pipeline += [dict(type='RandomFlip', prob=0.5)] if flip else []
+    pipeline += [dict(type='PackDetInputs')]
+    loader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                  dataset=dict(data_root=str(data_root), metainfo=dict(classes=tuple(classes)),
+                               ann_file='annotations/instances_train2017.json',
+                               data_prefix=dict(img='train2017/'), pipeline=pipeline))
+    if infinite:
+        loader.update(sampler=dict(type='InfiniteSampler', shuffle=False), batch_sampler=None)
+    return loader
+

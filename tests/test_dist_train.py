@@ -16,36 +16,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from uninet_mm.utils.resume_safe_load import RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals
+from uninet_mm.utils.resume_safe_load import (RESUME_SAFE_GLOBAL_NAMES,
+                                              register_resume_safe_globals)
 
-from .conftest import tiny_arch, tiny_mask_rcnn_model
+from .conftest import (TRAIN_ONLY_CONFIG, tiny_arch, tiny_coco_train_dataloader,
+                       tiny_mask_rcnn_model)
 from .test_resume import unsafe_globals
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_DET_CONFIG = """
 _base_ = [{base!r}]
-data_root = {data_root!r}
-metainfo = dict(classes={classes!r})
 model = {model!r}
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_train2017.json',
-                 data_prefix=dict(img='train2017/'),
-                 pipeline=[
-                     dict(type='LoadImageFromFile'),
-                     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-                     dict(type='Resize', scale=(96, 64), keep_ratio=True),
-                     dict(type='RandomFlip', prob=0.5),
-                     dict(type='PackDetInputs'),
-                 ]))
-val_dataloader = None
-val_evaluator = None
-val_cfg = None
-test_dataloader = None
-test_evaluator = None
-test_cfg = None
+train_dataloader = {train_dataloader!r}
+""" + TRAIN_ONLY_CONFIG + """
 train_cfg = dict(max_epochs=1)
 # A constant, large lr: every step changes the weights a lot, so ranks that fell out of sync
 # would end with visibly different parameters.
@@ -81,7 +65,8 @@ def test_dist_train_two_cpu_processes_end_with_identical_weights(tmp_path, coco_
     config = tmp_path / 'tiny_mask_rcnn.py'
     config.write_text(TINY_DET_CONFIG.format(
         base=str(REPO / 'configs' / 'mask_rcnn_uninet_b1_1x.py'),
-        data_root=str(coco_root['root']), classes=tuple(coco_root['classes']),
+        train_dataloader=tiny_coco_train_dataloader(coco_root['root'], coco_root['classes'],
+                                                    flip=True),
         model=tiny_mask_rcnn_model(tiny_arch(), len(coco_root['classes']),
                                    norm_cfg=dict(type='BN', requires_grad=True))))
     work_dir = tmp_path / 'work'

@@ -14,7 +14,8 @@ import torch
 from uninet_mm.converters import convert_official_state_dict
 from uninet_mm.utils import CheckpointMismatchError, PretrainedConfigError
 
-from .conftest import tiny_arch, tiny_mask_rcnn_model
+from .conftest import (TRAIN_ONLY_CONFIG, tiny_arch, tiny_coco_train_dataloader,
+                       tiny_mask_rcnn_model)
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -136,14 +137,8 @@ class _BackboneSnapshotHook(Hook):
                               for k, v in model.backbone.state_dict().items()}
 
 
-COMMON = """
+COMMON = TRAIN_ONLY_CONFIG + """
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=1, val_interval=100)
-val_dataloader = None
-val_evaluator = None
-val_cfg = None
-test_dataloader = None
-test_evaluator = None
-test_cfg = None
 param_scheduler = []
 auto_scale_lr = dict(enable=False)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
@@ -156,21 +151,8 @@ randomness = dict(seed=0)
 
 TINY_DET = """
 _base_ = [{base!r}]
-data_root = {data_root!r}
-metainfo = dict(classes={classes!r})
 model = {model!r}
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=False), batch_sampler=None,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_train2017.json',
-                 data_prefix=dict(img='train2017/'),
-                 pipeline=[
-                     dict(type='LoadImageFromFile'),
-                     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-                     dict(type='Resize', scale=(96, 64), keep_ratio=True),
-                     dict(type='PackDetInputs'),
-                 ]))
+train_dataloader = {train_dataloader!r}
 """ + COMMON
 
 TINY_SEG = """
@@ -217,7 +199,8 @@ def ade(tmp_path_factory):
 def tiny_config(tmp_path, task, data, arch) -> Path:
     if task == 'det':
         text = TINY_DET.format(base=str(CONFIGS / 'mask_rcnn_uninet_b1_1x.py'),
-                               data_root=str(data['root']), classes=tuple(data['classes']),
+                               train_dataloader=tiny_coco_train_dataloader(
+                                   data['root'], data['classes'], infinite=True),
                                model=tiny_mask_rcnn_model(arch, len(data['classes'])))
     else:
         text = TINY_SEG.format(base=str(CONFIGS / 'upernet_uninet_b1_160k_ade20k.py'),

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from uninet_mm.utils.resume_safe_load import (RESUME_SAFE_GLOBAL_NAMES, register_resume_safe_globals,
-                                        resume_safe_globals)
+from uninet_mm.utils.resume_safe_load import (RESUME_SAFE_GLOBAL_NAMES,
+                                              register_resume_safe_globals, resume_safe_globals)
 
-from .conftest import tiny_arch
+from .conftest import TRAIN_ONLY_CONFIG, tiny_arch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,12 +180,7 @@ train_dataloader = dict(
         dict(type='Resize', scale=(64, 64), keep_ratio=False),
         dict(type='PackSegInputs'),
     ]))
-val_dataloader = None
-val_evaluator = None
-val_cfg = None
-test_dataloader = None
-test_evaluator = None
-test_cfg = None
+""" + TRAIN_ONLY_CONFIG + """
 optim_wrapper = dict(optimizer=dict(lr=1e-2))
 auto_scale_lr = dict(enable=False)  # a large lr, so that every step visibly changes the loss
 param_scheduler = [

@@ -97,7 +97,6 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Conve
     stages: List[Dict] = []
     stem_channels = shapes['stem.0.weight'][0]
     in_channels = stem_channels
-    block_in_stage = 0
     for index in sorted(blocks):
         sub_keys = blocks[index]
         sub_shapes = {k: shapes[f'blocks.{index}.{k}'] for k in sub_keys}

@@ -23,7 +23,7 @@ What each option buys on a 2-core CPU is printed side by side by
 ``tools/analysis_tools/benchmark_backbone.py --variants ...`` (see the README).
 """
 import copy
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
