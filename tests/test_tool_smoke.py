@@ -236,3 +236,82 @@ def test_test_tool_show_dir_classification(data, tmp_path):
     for path in drawings:
         height, width = image_size(path)
         assert height >= 64 and width >= 64
+
+
+# ------------------------------------- the OpenMMLab packages' own tools/train.py (mim's too)
+def _own_train_tool(package: str) -> Path:
+    """``tools/train.py`` as the installed package ships it (what ``mim train`` runs)."""
+    import importlib
+    return Path(importlib.import_module(package).__file__).parent / '.mim' / 'tools' / 'train.py'
+
+
+def _options(data_root: Path, iters: int) -> list:
+    """Point every loader at the generated data; ``iters`` iterations with lr 0, so that the
+    backbone's parameters stay what they were initialised with."""
+    options = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [f'{loader}.dataset.data_root={data_root}', f'{loader}.num_workers=0',
+                    f'{loader}.persistent_workers=False', f'{loader}.batch_size=2']
+    return options + [f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=100',
+                      f'default_hooks.checkpoint.interval={iters}',
+                      'default_hooks.logger.interval=1', 'optim_wrapper.optimizer.lr=0.0']
+
+
+def _write_backbone_checkpoint(config: Path, path: Path) -> dict:
+    """A checkpoint of the config's backbone with weights no initialisation would give, saved
+    as mmpretrain/mmdet save whole models (``state_dict`` with ``backbone.`` keys)."""
+    from mmengine.config import Config
+
+    from uninet_mm import UniNet
+    kwargs = Config.fromfile(str(config)).model.backbone.to_dict()
+    for key in ('type', '_delete_', 'init_cfg'):
+        kwargs.pop(key, None)
+    generator = torch.Generator().manual_seed(7)
+    weights = {k: (v + torch.randn(v.shape, generator=generator) if v.is_floating_point()
+                   else v) for k, v in UniNet(**kwargs).state_dict().items()}
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in weights.items()}), path)
+    return weights
+
+
+def _trained_backbone(work: Path, iters: int) -> dict:
+    state = torch.load(work / f'iter_{iters}.pth', map_location='cpu')['state_dict']
+    return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+
+
+def _parameters(weights: dict) -> dict:
+    """Everything but the BatchNorm statistics, which a training step updates even at lr 0."""
+    return {k: v for k, v in weights.items()
+            if 'running_' not in k and 'num_batches_tracked' not in k}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_own_train_tool_loads_the_checkpoint_named_in_init_cfg(task, data, tmp_path):
+    """mmdet's / mmseg's own tools/train.py with the way they document for their backbones:
+    ``--cfg-options model.backbone.init_cfg.checkpoint=PATH``."""
+    package, config, root = dict(
+        det=('mmdet', QUICKSTART / 'mask_rcnn_uninet_tiny_synthetic.py', data['coco']),
+        seg=('mmseg', QUICKSTART / 'upernet_uninet_tiny_synthetic_ade.py', data['ade']))[task]
+    checkpoint = tmp_path / 'backbone.pth'
+    expected = _write_backbone_checkpoint(config, checkpoint)
+    work = tmp_path / 'work'
+    run_tool([_own_train_tool(package), config, '--work-dir', work, '--cfg-options',
+              f'model.backbone.init_cfg.checkpoint={checkpoint}', *_options(root, 2)],
+             cwd=tmp_path)
+    trained = _parameters(_trained_backbone(work, 2))
+    assert trained.keys() == _parameters(expected).keys()
+    for key, value in trained.items():
+        assert torch.equal(value, expected[key]), f'{key} did not come from the checkpoint'
+
+
+@pytest.mark.slow
+def test_own_train_tool_trains_from_scratch_without_a_checkpoint(data, tmp_path):
+    config = QUICKSTART / 'mask_rcnn_uninet_tiny_synthetic.py'
+    not_loaded = _write_backbone_checkpoint(config, tmp_path / 'unused.pth')
+    work = tmp_path / 'work'
+    run_tool([_own_train_tool('mmdet'), config, '--work-dir', work, '--cfg-options',
+              *_options(data['coco'], 2)], cwd=tmp_path)
+    log = '\n'.join(p.read_text() for p in work.glob('*/*.log'))
+    assert 'starts from random weights' in log
+    trained = _parameters(_trained_backbone(work, 2))
+    assert not any(torch.equal(v, not_loaded[k]) for k, v in trained.items() if v.ndim == 4)

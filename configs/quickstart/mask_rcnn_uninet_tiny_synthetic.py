@@ -36,7 +36,9 @@ model = dict(
         arch=uninet_tiny,
         out_indices=(1, 2, 4, 5),
         drop_path_rate=0.0,
-        init_cfg=None),
+        # From scratch; a checkpoint is loaded with mmdet's/mmseg's own tools too through
+        # --cfg-options model.backbone.init_cfg.checkpoint=PATH.
+        init_cfg=dict(type='Pretrained', checkpoint=None, prefix='backbone.')),
     neck=dict(in_channels=[32, 48, 64, 96], out_channels=neck_channels),
     rpn_head=dict(
         in_channels=neck_channels,

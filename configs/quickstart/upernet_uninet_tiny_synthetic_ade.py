@@ -50,7 +50,9 @@ model = dict(
         out_indices=(1, 2, 4, 5),
         drop_path_rate=0.0,
         norm_cfg=norm_cfg,
-        init_cfg=None),
+        # From scratch; a checkpoint is loaded with mmdet's/mmseg's own tools too through
+        # --cfg-options model.backbone.init_cfg.checkpoint=PATH.
+        init_cfg=dict(type='Pretrained', checkpoint=None, prefix='backbone.')),
     decode_head=dict(
         in_channels=[32, 48, 64, 96],
         pool_scales=(1, 2, 3, 6),

@@ -80,10 +80,22 @@ class PretrainedConfigError(ValueError):
     """``pretrained`` and ``model.backbone.init_cfg`` ask for different checkpoints."""
 
 
-def _pretrained_init(init_cfg: Any) -> Optional[dict]:
-    """The ``Pretrained`` entry of a backbone ``init_cfg`` (a dict or a list of dicts)."""
+def pretrained_entry(init_cfg: Any) -> Optional[MutableMapping]:
+    """The ``Pretrained`` entry of a backbone ``init_cfg`` (a dict or a list of dicts), or None.
+
+    A dict with a ``checkpoint`` but no ``type`` (what ``--cfg-options
+    model.backbone.init_cfg.checkpoint=PATH`` makes of a backbone without an ``init_cfg``) is
+    one: its ``type`` becomes ``'Pretrained'``. A missing ``prefix`` becomes ``'backbone.'``,
+    the prefix of the checkpoints mmpretrain, mmdet and mmseg save. The entry is updated in
+    place and returned.
+    """
     for entry in init_cfg if isinstance(init_cfg, list) else [init_cfg]:
-        if isinstance(entry, Mapping) and entry.get('type') == 'Pretrained':
+        if not isinstance(entry, MutableMapping):
+            continue
+        if 'checkpoint' in entry and 'type' not in entry:
+            entry['type'] = 'Pretrained'
+        if entry.get('type') == 'Pretrained':
+            entry.setdefault('prefix', 'backbone.')
             return entry
     return None
 
@@ -111,13 +123,7 @@ def apply_pretrained(cfg: Any, cfg_options: Optional[Mapping] = None) -> Optiona
     init_from_cli = any(k == 'model.backbone.init_cfg' or k.startswith('model.backbone.init_cfg.')
                         for k in options)
     pretrained = cfg.get('pretrained') or None
-    init = backbone.get('init_cfg')
-    if (isinstance(init, MutableMapping) and 'checkpoint' in init
-            and 'type' not in init):  # e.g. only model.backbone.init_cfg.checkpoint was given
-        init['type'] = 'Pretrained'
-    entry = _pretrained_init(init)
-    if entry is not None:
-        entry.setdefault('prefix', 'backbone.')
+    entry = pretrained_entry(backbone.get('init_cfg'))
     from_init = entry.get('checkpoint') if entry is not None else None
 
     if init_from_cli and 'pretrained' in options:

@@ -1,8 +1,10 @@
 """The UniNet backbone (Liu et al., ECCV 2022) for mmdet, mmseg and mmpretrain."""
+import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import nn
@@ -253,16 +255,29 @@ class UniNet(BaseModule):
 
     # ------------------------------------------------------------------ pretrained weights
     def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly; otherwise mmengine's way."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from ...utils.pretrained import load_pretrained_backbone
-            load_pretrained_backbone(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                                     map_location=cfg.get('map_location', 'cpu'))
+        """Load a ``Pretrained`` ``init_cfg`` strictly; otherwise mmengine's initialisation.
+
+        Works the same from this project's tools and from mmdet's, mmseg's, mmpretrain's own
+        ``tools/train.py`` or ``mim train``: ``--cfg-options
+        model.backbone.init_cfg.checkpoint=PATH`` loads PATH (``type`` and ``prefix`` default
+        to ``'Pretrained'`` and ``'backbone.'``); a ``Pretrained`` entry without a checkpoint
+        (the shipped configs) trains from scratch and says so.
+        """
+        from ...utils.pretrained import load_pretrained_backbone, pretrained_entry
+        entry = pretrained_entry(self.init_cfg)
+        if entry is not None and entry.get('checkpoint'):
+            load_pretrained_backbone(self, entry['checkpoint'], prefix=entry.get('prefix'),
+                                     map_location=entry.get('map_location', 'cpu'))
             self._is_init = True
             self._freeze_stages()
-        else:
-            super().init_weights()
+            return
+        if entry is not None:
+            print_log('UniNet: init_cfg names no checkpoint, so the backbone starts from '
+                      'random weights; set model.backbone.init_cfg.checkpoint=PATH (or '
+                      'pretrained=PATH with this project\'s tools) to load one',
+                      logger='current', level=logging.INFO)
+            self.init_cfg = None
+        super().init_weights()
 
     def extra_repr(self) -> str:
         return f'out_indices={self.out_indices}, frozen_stages={self.frozen_stages}'
