@@ -280,3 +280,93 @@ def test_missing_teacher_checkpoint_fails_before_any_weight_moves(path):
     # Without init_weights the teacher has random weights: training refuses to start.
     with pytest.raises(RuntimeError, match='teacher_checkpoint'):
         model.loss(*mixed_batch())
+
+
+# ------------------------------------------------------------------------------- end to end
+def shrink_for_shapes(cfg: Config, data: dict, work_dir: Path, teacher_checkpoint,
+                      iters: int = 4) -> Config:
+    """The shipped distillation config on the built-in 5-class shapes data: tiny student and
+    teacher, 32x32 images, ``iters`` iterations of batch 8, one validation at the end; the
+    recipe's pipeline (RandAugment), Mixup/CutMix and loss stay."""
+    model = cfg.model
+    model.backbone.update(arch=tiny_arch(), drop_path_rate=0.0)
+    model.head.update(in_channels=64, num_classes=NUM_CLASSES)
+    model.distill_head.update(in_channels=64, num_classes=NUM_CLASSES)
+    model.teacher = tiny_teacher()
+    model.teacher_checkpoint = None if teacher_checkpoint is None else str(teacher_checkpoint)
+    cfg.data_preprocessor.num_classes = NUM_CLASSES
+    train_pipeline = [dict(t, scale=IMG) if t['type'] == 'RandomResizedCrop' else t
+                      for t in cfg.train_dataloader.dataset.pipeline]
+    test_pipeline = [dict(t, scale=IMG + 4) if t['type'] == 'ResizeEdge' else
+                     dict(t, crop_size=IMG) if t['type'] == 'CenterCrop' else t
+                     for t in cfg.val_dataloader.dataset.pipeline]
+
+    def loader(prefix, pipeline, shuffle):
+        return dict(batch_size=8, num_workers=0, persistent_workers=False,
+                    sampler=dict(type='DefaultSampler', shuffle=shuffle),
+                    dataset=dict(type='CustomDataset', data_root=data['root'],
+                                 data_prefix=data[prefix], pipeline=pipeline))
+
+    cfg.train_dataloader = loader('train_prefix', train_pipeline, True)
+    cfg.val_dataloader = cfg.test_dataloader = loader('val_prefix', test_pipeline, False)
+    cfg.val_evaluator = cfg.test_evaluator = dict(type='Accuracy', topk=(1, ))
+    cfg.train_cfg = dict(by_epoch=False, max_iters=iters, val_interval=iters)
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    cfg.auto_scale_lr.enable = False
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=iters, by_epoch=False)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = 'none'
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory) -> dict:
+    return make_shapes_classification(tmp_path_factory.mktemp('shapes'), num_train=32,
+                                      num_val=8, image_size=(IMG, IMG))
+
+
+def _run(cfg: Config, action: str) -> Runner:
+    runner = Runner.from_cfg(cfg)
+    try:
+        getattr(runner, action)()
+    finally:
+        forget_instances(runner.experiment_name)
+    return runner
+
+
+def test_runner_refuses_to_train_without_the_teacher(shapes, tmp_path):
+    cfg = shrink_for_shapes(Config.fromfile(str(CONFIG)), shapes, tmp_path,
+                            tmp_path / 'missing.pth')
+    runner = Runner.from_cfg(cfg)
+    try:
+        with pytest.raises(TeacherCheckpointError, match='model.teacher_checkpoint'):
+            runner.train()
+        assert runner.iter == 0
+    finally:
+        forget_instances(runner.experiment_name)
+
+
+def test_runner_trains_with_the_shipped_config(shapes, tmp_path, teacher_ckpt):
+    cfg = shrink_for_shapes(Config.fromfile(str(CONFIG)), shapes, tmp_path / 'train',
+                            teacher_ckpt)
+    runner = _run(cfg, 'train')
+    assert runner.iter == 4
+    hub = runner.message_hub
+    for key in ('train/loss_cls', 'train/loss_distill'):
+        assert torch.isfinite(torch.tensor(hub.get_scalar(key).current())), key
+    assert 0 <= hub.get_scalar('val/accuracy/top1').current() <= 100
+    saved = torch.load(teacher_ckpt, map_location='cpu')['state_dict']
+    assert _same(_state(runner.model.teacher), saved), 'the teacher changed in training'
+
+    # The checkpoint holds the student only, and tests without any teacher file.
+    ckpt = tmp_path / 'train' / 'iter_4.pth'
+    state = torch.load(ckpt, map_location='cpu', weights_only=False)['state_dict']
+    assert any(k.startswith('distill_head.') for k in state)
+    assert not [k for k in state if k.startswith('teacher.')]
+    test_cfg = shrink_for_shapes(Config.fromfile(str(CONFIG)), shapes, tmp_path / 'test', None)
+    test_cfg.load_from = str(ckpt)
+    tester = _run(test_cfg, 'test')
+    assert tester.message_hub.get_scalar('test/accuracy/top1').current() == \
+        hub.get_scalar('val/accuracy/top1').current()
