@@ -18,10 +18,11 @@ from mmengine.runner import Runner, load_checkpoint  # noqa: E402
 from mmpretrain.structures import DataSample  # noqa: E402
 
 from uninet_mm.datasets.synthetic_cls import make_shapes_classification  # noqa: E402
-from uninet_mm.models.classifiers.distill import TeacherCheckpointError  # noqa: E402
+from uninet_mm.models.classifiers import TeacherCheckpointError  # noqa: E402
 from uninet_mm.utils.mmengine_private import forget_instances  # noqa: E402
 
 from .conftest import tiny_arch  # noqa: E402
+from .test_tools import load_tool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'uninet_b0_in1k_distill.py'
@@ -335,6 +336,14 @@ def _run(cfg: Config, action: str) -> Runner:
     finally:
         forget_instances(runner.experiment_name)
     return runner
+
+
+def test_train_tool_refuses_before_building_anything(tmp_path):
+    """tools/train.py checks the teacher checkpoint first (before the data and the Runner)."""
+    train = load_tool('train.py')
+    with pytest.raises(SystemExit, match='model.teacher_checkpoint names no file'):
+        train['main']([str(CONFIG), '--work-dir', str(tmp_path)])
+    assert not any(tmp_path.iterdir()), 'the Runner started'
 
 
 def test_runner_refuses_to_train_without_the_teacher(shapes, tmp_path):

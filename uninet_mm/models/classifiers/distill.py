@@ -27,7 +27,6 @@ keeps the teacher's current weights. Its weights come from ``teacher_checkpoint`
 :meth:`init_weights`, which mmengine's Runner calls before training (not before testing), so
 a student checkpoint is tested without any teacher file.
 """
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -39,15 +38,9 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import nn
 
+from .teacher_checkpoint import check_teacher_checkpoint
+
 DISTILL_TYPES = ('hard', 'soft')
-
-
-class TeacherCheckpointError(FileNotFoundError):
-    """``model.teacher_checkpoint`` is unset or names no file."""
-
-
-def _is_url(path: str) -> bool:
-    return '://' in path
 
 
 class DistillImageClassifier(ImageClassifier):
@@ -119,25 +112,13 @@ class DistillImageClassifier(ImageClassifier):
         self.teacher.eval()
         return self
 
-    def check_teacher_checkpoint(self) -> str:
-        """``teacher_checkpoint``, or :class:`TeacherCheckpointError` naming the config key
-        when it is unset or (a local path) names no file."""
-        path = self.teacher_checkpoint
-        if path and (_is_url(str(path)) or Path(path).is_file()):
-            return str(path)
-        found = 'is not set' if not path else f'names no file: {path!r}'
-        raise TeacherCheckpointError(
-            f'model.teacher_checkpoint {found}. Distillation needs the teacher\'s trained '
-            f'weights: set model.teacher_checkpoint in the config, or pass '
-            f'--cfg-options model.teacher_checkpoint=PATH (see docs/distillation.md).')
-
     def init_weights(self) -> None:
         """Initialise the student, then load the teacher from ``teacher_checkpoint``.
 
         The checkpoint is checked first, so a missing file fails before any weight is set
         (mmengine's Runner calls this before the first training iteration).
         """
-        path = self.check_teacher_checkpoint()
+        path = check_teacher_checkpoint(self.teacher_checkpoint)
         super().init_weights()
         load_checkpoint(self.teacher, path, map_location='cpu', strict=True)
         self.teacher.eval()
