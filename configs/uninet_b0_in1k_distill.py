@@ -38,9 +38,9 @@ model = dict(
         num_classes=1000,
         in_channels=1280,
         init_cfg=None),
-    # DeiT's hard distillation. Soft alternative: dict(type='soft', tau=3.0) (DeiT's paper:
-    # tau 3, weights 0.9 / 0.1; our KL is averaged per image, DeiT's code averages it per
-    # image and class, so its setting is loss_weights=dict(cls=0.9, distill=0.1 / 1000) here).
+    # DeiT's hard distillation. Soft alternative: dict(type='soft', tau=T); our KL is averaged
+    # over images, DeiT's code averages it over images and classes, so a DeiT weight w for the
+    # soft term is w / 1000 here.
     distill=dict(type='hard'),
     # DeiT: 1/2 label loss + 1/2 distillation loss.
     loss_weights=dict(cls=0.5, distill=0.5))
