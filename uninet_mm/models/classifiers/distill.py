@@ -162,8 +162,7 @@ class DistillImageClassifier(ImageClassifier):
         teacher = self.teacher_logits(inputs)
         feats = self.extract_feat(inputs)
         losses = self.head.loss(feats, data_samples)
-        losses['loss'] = losses['loss'] * self.loss_weights['cls']
-        losses['loss_cls'] = losses.pop('loss')
+        losses['loss_cls'] = self.loss_weights['cls'] * losses.pop('loss')
         head = self.distill_head if self.distill_head is not None else self.head
         losses['loss_distill'] = self.loss_weights['distill'] * self.distill_loss(
             head(feats), teacher)
