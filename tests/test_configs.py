@@ -17,6 +17,8 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import MODELS, init_default_scope  # noqa: E402
 
+from .test_distill import use_tiny_teacher  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs'
 
@@ -36,6 +38,8 @@ SEG_CONFIGS = {
 }
 CLS_CONFIGS = {
     'uninet_b0_in1k.py': dict(arch='b0', size=160, epochs=300, aug='small'),
+    # Table 6: B0 with knowledge distillation (model and teacher: tests/test_distill.py).
+    'uninet_b0_in1k_distill.py': dict(arch='b0', size=160, epochs=300, aug='small'),
     'uninet_b1_in1k.py': dict(arch='b1', size=224, epochs=300, aug='small'),
     'uninet_b2_in1k.py': dict(arch='b2', size=256, epochs=300, aug='small'),
     'uninet_b3_in1k.py': dict(arch='b3', size=288, epochs=300, aug='medium'),
@@ -237,10 +241,12 @@ def _grad_norm(params) -> float:
 
 
 @pytest.mark.parametrize('name', sorted(ALL_CONFIGS))
-def test_config_train_step_and_inference(name):
+def test_config_train_step_and_inference(name, tmp_path):
     torch.manual_seed(0)
     cfg = load(name)
     shrink(cfg)
+    if 'teacher' in cfg.model:  # distillation: a small teacher with a checkpoint to load
+        use_tiny_teacher(cfg, tmp_path)
     model = build_model(cfg)
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)

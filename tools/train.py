@@ -14,6 +14,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from uninet_mm.models.classifiers import TeacherCheckpointError, check_distillation_config
 from uninet_mm.utils.resume_safe_load import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
 from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, export_local_rank,
@@ -87,8 +88,9 @@ def main(argv=None):
     cfg = setup_cfg(args)
 
     try:
+        check_distillation_config(cfg)
         check_datasets(cfg, splits=('train', 'val'))
-    except DatasetNotFoundError as err:
+    except (TeacherCheckpointError, DatasetNotFoundError) as err:
         raise SystemExit(f'error: {err}')
 
     runner = build_runner(cfg)
