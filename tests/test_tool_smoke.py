@@ -246,9 +246,12 @@ def _own_train_tool(package: str) -> Path:
 
 
 def _options(data_root: Path, iters: int) -> list:
-    """Point every loader at the generated data; ``iters`` iterations with lr 0, so that the
-    backbone's parameters stay what they were initialised with."""
-    options = []
+    """Point every loader (and the COCO evaluators) at the generated data; ``iters``
+    iterations with lr 0, so that the backbone's parameters stay what they were initialised
+    with."""
+    ann_file = data_root / 'annotations' / 'instances_val2017.json'
+    options = ([f'{e}.ann_file={ann_file}' for e in ('val_evaluator', 'test_evaluator')]
+               if ann_file.is_file() else [])
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         options += [f'{loader}.dataset.data_root={data_root}', f'{loader}.num_workers=0',
                     f'{loader}.persistent_workers=False', f'{loader}.batch_size=2']
