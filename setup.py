@@ -46,12 +46,15 @@ setup(
     install_requires=read_requirements('runtime'),
     extras_require={
         'mm': read_requirements('mminstall'),
-        'tests': read_requirements('tests'),
+        'tests': read_requirements('tests') + read_requirements('docs'),
+        # The documentation site (mkdocs build --strict).
+        'docs': read_requirements('docs'),
         # Ray Tune backend of the architecture search (tools/search.py --backend ray).
         'search': read_requirements('search'),
         # ONNX export and its onnxruntime check (tools/deployment/export_onnx.py).
         'deploy': read_requirements('deploy'),
         'all': (read_requirements('mminstall') + read_requirements('tests')
+                + read_requirements('docs')
                 + read_requirements('search') + read_requirements('deploy')),
     },
     cmdclass={'build_py': BuildWithConfigs},

@@ -1,8 +1,8 @@
 """Developer script: parameters and FLOPs of the paper's models next to the paper's numbers,
-and the README model table regenerated from them.
+and the model table of docs/model_zoo.md regenerated from them.
 
     python .dev_scripts/report_model_table.py [--only TEXT ...] [--by-module]
-                                                      [--update-readme]
+                                                      [--update-docs]
 
 Mask R-CNN B1/B3 at 1280x800 and UperNet B1/B3 at 2048x512 (the input sizes the mm world quotes),
 the Table 10 ablations (UniNet-B0 with one DSM everywhere, 160x160) and the Table 11 transfers
@@ -14,8 +14,8 @@ difference comes from, and the attention column is the share of attention matmul
 handle (mmengine's default, mmcv's hook-based counter used by mmdet 2.x / mmseg 0.x) partly
 leave out. ``--only`` counts the rows whose name or config contains one of the texts (the
 detection and segmentation rows take a few minutes and several GB on a CPU).
-``--update-readme`` writes the measured rows into README.md's model table (between its
-``model-table`` markers); rows not measured in this run keep the values the README has.
+``--update-docs`` writes the measured rows into docs/model_zoo.md's model table (between its
+``model-table`` markers); rows not measured in this run keep the values the page has.
 """
 import argparse
 import re
@@ -28,7 +28,7 @@ from uninet_mm.utils.flops import config_complexity
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs'
-README = REPO / 'README.md'
+MODEL_ZOO = REPO / 'docs' / 'model_zoo.md'
 TOLERANCE = 0.05
 UNKNOWN = 'not given'
 START, END = '<!-- model-table:start -->', '<!-- model-table:end -->'
@@ -78,8 +78,8 @@ def parse_args(argv=None):
                         help='count only the rows whose name or config contains a TEXT')
     parser.add_argument('--by-module', action='store_true',
                         help='also print FLOPs and parameters per top-level module')
-    parser.add_argument('--update-readme', action='store_true',
-                        help='write the measured rows into README.md\'s model table')
+    parser.add_argument('--update-docs', action='store_true',
+                        help='write the measured rows into docs/model_zoo.md\'s model table')
     return parser.parse_args(argv)
 
 
@@ -119,7 +119,7 @@ def measure(row: Row) -> Dict:
                 attention=attention / 1e9, result=result)
 
 
-def readme_row(row: Row, params: float, flops: float) -> str:
+def table_row(row: Row, params: float, flops: float) -> str:
     height, width = row.shape
     cls = row.task == 'cls'
     return (f'| {row.name} | {width}x{height} | {params:.{2 if cls else 1}f} | '
@@ -131,11 +131,11 @@ def _key(name: str) -> str:
     return re.sub(r'[^a-z0-9>+-]', '', name.lower())
 
 
-def update_readme(text: str, measured: Dict[str, Dict]) -> str:
-    """README text with the table between the markers rebuilt from :data:`ROWS`: measured rows
-    get this run's numbers, the others the params / FLOPs cells the README already has."""
+def update_model_zoo(text: str, measured: Dict[str, Dict]) -> str:
+    """Page text with the table between the markers rebuilt from :data:`ROWS`: measured rows
+    get this run's numbers, the others the params / FLOPs cells the page already has."""
     if START not in text or END not in text:
-        raise SystemExit(f'README.md has no {START} ... {END} markers around the model table')
+        raise SystemExit(f'{MODEL_ZOO} has no {START} ... {END} markers around the model table')
     head, rest = text.split(START, 1)
     table, tail = rest.split(END, 1)
     old = {}
@@ -152,7 +152,7 @@ def update_readme(text: str, measured: Dict[str, Dict]) -> str:
             values = old[_key(row.name)]
         else:
             continue
-        lines.append(readme_row(row, *values))
+        lines.append(table_row(row, *values))
     return head + START + '\n' + '\n'.join(lines) + '\n' + END + tail
 
 
@@ -185,9 +185,9 @@ def main(argv=None):
     if details:
         print()
         print('\n'.join(details))
-    if args.update_readme:
-        README.write_text(update_readme(README.read_text(), measured))
-        print(f'\nupdated {README}')
+    if args.update_docs:
+        MODEL_ZOO.write_text(update_model_zoo(MODEL_ZOO.read_text(), measured))
+        print(f'\nupdated {MODEL_ZOO}')
 
 
 if __name__ == '__main__':

@@ -163,7 +163,7 @@ def _inference_form(form: str, model: torch.nn.Module):
         return accelerate(model, inference=True)
     if form == 'compile':
         return torch.compile(model, fullgraph=True)
-    assert form == 'compile_frozen'  # what the README recommends for repeated inference
+    assert form == 'compile_frozen'  # what docs/speed.md recommends for repeated inference
     return accelerate(model, inference=True, compile=True, fullgraph=True)
 
 

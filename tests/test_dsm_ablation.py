@@ -75,7 +75,7 @@ def test_bad_dsm_is_refused():
         UniNetDSMAblation(arch='b0', dsm='LG', dsm_head_dim=32)
 
 
-# Counted with uninet_mm.utils.flops at 160x160, 1000 classes (README "DSM ablations"):
+# Counted with uninet_mm.utils.flops at 160x160, 1000 classes (docs/dsm_ablations.md):
 # (dsm, dsm_kv_strides) -> (params, GFLOPs). The configs use (4, 2, 1, 1, 1).
 B0_ABLATION_COUNTS = {
     ('L', None): (11_268_208, 0.5382),
@@ -88,7 +88,7 @@ B0_ABLATION_COUNTS = {
 
 @pytest.mark.parametrize('dsm,kv_strides', list(B0_ABLATION_COUNTS))
 def test_b0_ablation_counts(dsm, kv_strides):
-    """The numbers the README and configs/ablations quote (paper: L 11.3M / 0.54G,
+    """The numbers docs/dsm_ablations.md and configs/ablations quote (paper: L 11.3M / 0.54G,
     G 12.7M / 0.77G, LG 14.1M / 0.72G)."""
     params, gflops = B0_ABLATION_COUNTS[dsm, kv_strides]
     model = _Classifier(dsm=dsm, dsm_kv_strides=kv_strides).eval()

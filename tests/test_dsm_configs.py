@@ -164,7 +164,7 @@ def test_get_flops_prints_the_dsm_models(capsys):
         assert flops > 0
 
 
-def test_report_table_rows_and_readme_update():
+def test_report_table_rows_and_model_zoo_update():
     from .test_tools import DEV_SCRIPTS, load_tool
     tool = load_tool('report_model_table.py', root=DEV_SCRIPTS)
     rows = {row.config: row for row in tool['ROWS']}
@@ -173,13 +173,13 @@ def test_report_table_rows_and_readme_update():
     assert tool['top1'](rows['dsm_transfer/pvt_tiny_l_lg_dsm_in1k.py']) == 'not given'
     assert tool['top1'](rows['mask_rcnn_uninet_b1_1x.py']) == 'n/a'
 
-    readme = (REPO / 'README.md').read_text()
-    lines = readme.split(tool['START'])[1].split(tool['END'])[0].strip().splitlines()
+    page = (REPO / 'docs' / 'model_zoo.md').read_text()
+    lines = page.split(tool['START'])[1].split(tool['END'])[0].strip().splitlines()
     assert len(lines) == 2 + len(tool['ROWS'])  # header, rule, one line per row
     # Regenerating with one freshly measured row changes that row only.
     row = rows['ablations/uninet_b0_l_dsm_in1k.py']
-    updated = tool['update_readme'](readme, {row.name: dict(params=1.0, flops=2.0)})
+    updated = tool['update_model_zoo'](page, {row.name: dict(params=1.0, flops=2.0)})
     new_lines = updated.split(tool['START'])[1].split(tool['END'])[0].strip().splitlines()
     changed = [(a, b) for a, b in zip(lines, new_lines) if a != b]
     assert len(changed) == 1 and '| 1.00 |' in changed[0][1] and '| 2.000 |' in changed[0][1]
-    assert tool['update_readme'](readme, {}) == readme  # the README is the tool's output
+    assert tool['update_model_zoo'](page, {}) == page  # the page is the tool's output

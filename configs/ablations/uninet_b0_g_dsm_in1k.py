@@ -5,7 +5,7 @@
 # G-DSM: LG-DSM whose queries come from a strided 1D convolution over the flattened tokens
 # (uninet_mm/models/layers/downsample.py). Same two choices as uninet_b0_lg_dsm_in1k.py: heads
 # of 16, keys and values from the input average-pooled to stride 8 of the image. Measured
-# 11.65M, 0.688G (-8% / -11% against the paper), see the README.
+# 11.65M, 0.688G (-8% / -11% against the paper), see docs/dsm_ablations.md.
 _base_ = ['../uninet_b0_in1k.py']
 
 model = dict(

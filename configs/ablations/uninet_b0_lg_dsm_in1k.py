@@ -2,7 +2,7 @@
 # otherwise (160 px, DeiT recipe; see ../uninet_b0_in1k.py). Paper: 78.9 top-1, 14.1M params,
 # 0.72G FLOPs.
 #
-# Paper silent on two points; our choices (README "DSM ablations" has the arithmetic):
+# Paper silent on two points; our choices (docs/dsm_ablations.md has the arithmetic):
 # - heads: stages 1-2 have 48 and 80 channels, not divisible by UniNet's head width 32; heads of
 #   16 here (heads change neither parameters nor FLOPs).
 # - keys and values: from the DSM's input average-pooled to stride 8 of the image where it is

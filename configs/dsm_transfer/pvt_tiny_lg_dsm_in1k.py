@@ -3,8 +3,8 @@
 #
 # Paper silent; as in swin_tiny_lg_dsm_in1k.py the first LG-DSM takes its keys and values from
 # the image average-pooled by 8 (every pixel as a key: 2 * 3136 * 50176 * 64 = 20G): 3.18G in
-# all (+2.5%). Parameters: 13.62M, 21% below the paper's 17.3M whatever the keys; README
-# "DSM transfer" has the arithmetic.
+# all (+2.5%). Parameters: 13.62M, 21% below the paper's 17.3M whatever the keys;
+# docs/dsm_ablations.md has the arithmetic.
 _base_ = ['../_base_/pvt_tiny_in1k.py']
 
 model = dict(

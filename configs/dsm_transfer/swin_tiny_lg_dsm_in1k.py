@@ -7,7 +7,7 @@
 # 2 * 3136 * 50176 * 96 = 30.2G. Its keys and values come from the image average-pooled by 8
 # (28x28 tokens): 6.43G in all (+0.4%). Pooled by 4: 7.84G; patch embedding kept: 5.94G.
 # The other three LG-DSMs attend over every input token, as UniNet's. Parameters: 29.08M, 13%
-# below the paper's 33.4M whatever the keys; README "DSM transfer" has the arithmetic.
+# below the paper's 33.4M whatever the keys; docs/dsm_ablations.md has the arithmetic.
 _base_ = ['mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py']
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 

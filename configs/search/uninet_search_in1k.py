@@ -7,7 +7,7 @@
 # and is meant for a cluster:
 #   python tools/search.py configs/search/uninet_search_in1k.py --work-dir work_dirs/search_in1k \
 #       --backend ray            # ray start --head / ray start --address=... on the nodes first
-# Its cost on paper is in the README ("Architecture search").
+# Its cost on paper is in docs/search.md.
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
 # Paper silent on the proxy resolution. Ours: 160 px, the input of UniNet-B0, the network the

@@ -1,5 +1,5 @@
 # Built-in UniNet architecture search on generated data: 60 architectures in about 6 minutes on
-# 2 idle CPU cores (332 s measured on a 2-core AMD EPYC; see README, "Architecture search"):
+# 2 idle CPU cores (332 s measured on a 2-core AMD EPYC; see docs/search.md):
 #   python tools/search.py configs/search/uninet_search_synthetic.py --work-dir DIR
 #
 # Same method as the paper's search (configs/search/uninet_search_in1k.py), scaled down so one
@@ -38,8 +38,8 @@ search_space = dict(
 reward = dict(target=10e6, alpha=0.07, hard=False)
 
 # Controller and PPO: NASNet/MnasNet settings except the learning rate and the update size,
-# scaled for a search of ~150 instead of ~8,000 architectures (see README, "Architecture
-# search"): with lr 3.5e-4 the policy would barely move in 15 updates.
+# scaled for a search of ~150 instead of ~8,000 architectures (see docs/search.md):
+# with lr 3.5e-4 the policy would barely move in 15 updates.
 controller = dict(hidden_size=100, init_range=0.1)
 ppo = dict(lr=5e-3, clip=0.2, entropy_weight=1e-5, baseline_decay=0.95, epochs=4, batch_size=6)
 

@@ -23,7 +23,7 @@ class UniNetAccelerationHook(Hook):
     checkpoint is loaded, every ``backbone`` is replaced by its :func:`fuse_for_inference`
     copy (validation during training keeps the trainable model). For training memory use
     ``backbone=dict(..., with_cp=True)`` (on a CPU it took no more time than
-    ``'selective'`` and about a third of its memory; see the README); for ``torch.compile``
+    ``'selective'`` and about a third of its memory; see docs/speed.md); for ``torch.compile``
     mmengine's own ``compile=True`` config key.
     """
 

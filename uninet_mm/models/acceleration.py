@@ -20,7 +20,7 @@ The config switch for the train/test tools is
 :class:`uninet_mm.engine.hooks.UniNetAccelerationHook`.
 
 What each option buys on a 2-core CPU is printed side by side by
-``tools/analysis_tools/benchmark_backbone.py --variants ...`` (see the README).
+``tools/analysis_tools/benchmark_backbone.py --variants ...`` (see docs/speed.md).
 """
 import copy
 from typing import Any
@@ -46,7 +46,7 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     The copy is for inference only: its state dict has no BatchNorm entries.
 
     Measured: eager B3 forward at 800x1333, batch 2, 2-core AMD EPYC, 7.3 s against 9.0 s for
-    channels_last alone (-19%; -11% in an earlier run). See the README's Speed section.
+    channels_last alone (-19%; -11% in an earlier run). See docs/speed.md.
     """
     fused = copy.deepcopy(model).eval()
     for module in list(fused.modules()):

@@ -3,7 +3,7 @@
 The published variants use L-DSM before stages 1-3 and LG-DSM before stages 4-5. The ablation
 puts one kind (L, G or LG) before all five. B0's stages 1-3 have 48, 80 and 128 channels, so
 attention DSMs there need two choices the paper does not state (see ``configs/ablations`` and
-the README for the numbers behind them):
+docs/dsm_ablations.md for the numbers behind them):
 
 - head width: ``dsm_head_dim`` (16 divides all of 48, 80, 128, 256; heads do not change the
   parameter or FLOP count);
