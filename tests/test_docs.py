@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -38,3 +41,27 @@ def test_readme_links_point_at_files():
     assert relative, 'the README links to no page of docs/'
     missing = [t for t in relative if not (REPO / t).exists()]
     assert not missing, f'README links to missing files: {missing}'
+
+
+def _figure_tool() -> dict:
+    import runpy
+    return runpy.run_path(str(REPO / '.dev_scripts' / 'model_zoo_figure.py'), run_name='tool')
+
+
+def test_model_zoo_figure_is_drawn_from_its_data_file(tmp_path):
+    import json
+    tool = _figure_tool()
+    data = tool['load']()
+    written = tool['plot'](data, tmp_path)
+    assert [p.name for p in written][0] == 'accuracy_vs_flops.png'
+    assert all(p.stat().st_size > 10_000 for p in written)
+    # UniNet's FLOPs in the data file are the project's own counts.
+    from uninet_mm.utils.flops import model_complexity
+    b0 = next(e for e in data['models'] if e['name'] == 'UniNet-B0')
+    model = tool['build'](b0).eval()
+    counted = model_complexity(model, torch.randn(1, 3, 160, 160))['flops'] / 1e9
+    assert b0['gmacs'] == round(counted, 3)
+    broken = dict(data, models=[{k: v for k, v in b0.items() if k != 'top1_source'}])
+    (tmp_path / 'broken.json').write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match='top1_source'):
+        tool['load'](tmp_path / 'broken.json')
