@@ -25,6 +25,7 @@ from uninet_mm.search.loop import STATE_NAME, read_log
 
 from .test_dist_train import free_port
 from .test_search_proxy import tiny_cfg
+from .test_slurm import cluster_unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 @pytest.fixture(scope='module')
 def ray_cluster():
     """A head node (no CPUs) and two worker nodes with one CPU each; torn down afterwards."""
-    cluster_utils = pytest.importorskip('ray.cluster_utils')
+    try:
+        from ray import cluster_utils
+    except ImportError as exc:
+        cluster_unavailable(f'Ray cannot run here: {exc} (pip install -r requirements/search.txt)')
     # Ray's files, sockets and its note of "the current cluster on this machine" (which a
     # plain ray.init() would connect to) go to a folder of this fixture, not /tmp/ray; short,
     # since Ray's socket paths must stay under 108 characters.

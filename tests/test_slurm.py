@@ -84,7 +84,9 @@ def test_slurm_scripts_ask_for_gpus_only_on_gpu_partitions(tmp_path, script):
 
 
 # ---------------------------------------------------------------------------- the cluster
-def _require_cluster(reason: str) -> None:
+def cluster_unavailable(reason: str) -> None:
+    """Skip a cluster test that cannot run here, naming why; a failure instead under
+    ``UNINET_REQUIRE_CLUSTER=1`` (CI)."""
     if os.environ.get('UNINET_REQUIRE_CLUSTER') == '1':
         pytest.fail(f'UNINET_REQUIRE_CLUSTER=1 but {reason}')
     pytest.skip(reason)
@@ -96,7 +98,7 @@ def slurm_cluster():
     check = subprocess.run(['bash', str(LOCAL_CLUSTER), 'check'], capture_output=True,
                            text=True)
     if check.returncode != 0:
-        _require_cluster(f'Slurm cannot run here: {check.stdout.strip() or check.stderr}')
+        cluster_unavailable(f'Slurm cannot run here: {check.stdout.strip() or check.stderr}')
     # Not under pytest's tmp folder: munged wants its socket's folder and every parent
     # searchable by all users.
     root = Path(tempfile.mkdtemp(prefix='uninet-slurm-'))
