@@ -75,8 +75,9 @@ def test_sigkill_at_a_random_iteration_then_resume_matches_uninterrupted(tmp_pat
                                                                           uninterrupted):
     config, full = uninterrupted
     rng = random.Random(int.from_bytes(os.urandom(4), 'little'))
-    kill_at = rng.randint(INTERVAL + 1, TOTAL - 2)  # after the first checkpoint, before the end
-    delay = rng.uniform(0.0, 0.2)  # somewhere inside that iteration
+    # After the first checkpoint, well before the end (an iteration takes 0.07 s or more).
+    kill_at = rng.randint(INTERVAL + 1, TOTAL - 6)
+    delay = rng.uniform(0.0, 0.1)  # somewhere inside the next iteration
     note = f'(killed when iteration {kill_at} was logged, +{delay:.3f} s)'
 
     work = tmp_path / 'work'

@@ -119,7 +119,7 @@ class ControllerSearcher(Searcher):
     def _catch_up_with_state_file(self) -> None:
         """Continue from ``search_state.pth`` when it is newer than Tune's checkpoint.
 
-        Tune checkpoints the experiment (and this searcher) every few seconds or minutes;
+        Tune checkpoints the experiment (and this searcher) every 10 s or more;
         ``search_state.pth`` is written after every scored trial. After a killed driver, the
         trials scored since Tune's last checkpoint keep their results: the driver continues
         from the state file, the trials Tune runs again for them are ignored when they end
