@@ -85,6 +85,9 @@ cmd_up() {
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     [ ! -e "$dir/run/slurmctld.pid" ] || die "$dir already holds a running cluster (down it first)"
+    # Whatever started is stopped again if a later step fails.
+    UP_DONE=0
+    trap '[ "$UP_DONE" = 1 ] || cmd_down "'"$dir"'" >/dev/null 2>&1 || true' EXIT
     mkdir -p "$dir/munge" "$dir/run" "$dir/log" "$dir/state" "$dir/spool"
     chmod 700 "$dir/munge" "$dir/log"
     chmod 755 "$dir" "$dir/run"  # munged wants its socket's folder searchable by everyone
@@ -142,6 +145,7 @@ EOF
         tail -n 20 "$dir/log/slurmctld.log" "$dir/log/slurmd.log" >&2 || true
         die "the node did not become idle within 30 s (logs above)"
     fi
+    UP_DONE=1
     log "up: export SLURM_CONF=$SLURM_CONF"
 }
 
