@@ -151,10 +151,18 @@ def test_train_cfg_setup(tmp_path):
     cfg = tool['setup_cfg'](tool['parse_args']([config]))
     assert cfg.work_dir == os.path.join('./work_dirs', 'mask_rcnn_uninet_b1_1x')
     assert not cfg.resume
-    cfg = tool['setup_cfg'](tool['parse_args']([config, '--resume', '--work-dir', 'w']))
-    assert cfg.resume is True and cfg.load_from is None and cfg.work_dir == 'w'
-    cfg = tool['setup_cfg'](tool['parse_args']([config, '--resume', 'a.pth']))
-    assert cfg.resume is True and cfg.load_from == 'a.pth'
+    # --resume: the newest complete checkpoint of the work dir; none there: from the start.
+    work = tmp_path / 'w'
+    cfg = tool['setup_cfg'](tool['parse_args']([config, '--resume', '--work-dir', str(work)]))
+    assert cfg.resume is False and cfg.load_from is None and cfg.work_dir == str(work)
+    work.mkdir()
+    torch.save({'state_dict': {}}, work / 'iter_2.pth')
+    cfg = tool['setup_cfg'](tool['parse_args']([config, '--resume', '--work-dir', str(work)]))
+    assert cfg.resume is True and cfg.load_from == str(work / 'iter_2.pth')
+    cfg = tool['setup_cfg'](tool['parse_args']([config, '--resume', str(work / 'iter_2.pth')]))
+    assert cfg.resume is True and cfg.load_from == str(work / 'iter_2.pth')
+    with pytest.raises(SystemExit, match=r'cannot resume: checkpoint a\.pth does not exist'):
+        tool['setup_cfg'](tool['parse_args']([config, '--resume', 'a.pth']))
     ft = str(REPO / 'configs' / 'uninet_b5_in1k_ft384.py')
     cfg = tool['setup_cfg'](tool['parse_args']([ft, '--cfg-options', 'finetune_from=b5.pth']))
     assert cfg.load_from == 'b5.pth' and not cfg.resume

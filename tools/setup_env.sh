@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up the project's own Python environment (default: .venv in the repository root).
 #
-#   bash tools/setup_env.sh            # create or update .venv, then exit
+#   bash tools/setup_env.sh                # create or update .venv, then exit
+#   bash tools/setup_env.sh --with-slurm   # ... and install Slurm and munge from Debian's
+#                                          # packages (root, apt-get), for tests/test_slurm.py
 #
 # What it installs, in order: the pinned torch/torchvision pair, mmengine, mmcv 2.1.0 with its
 # compiled ops (built here from source, see below), mmdet 3.3, mmsegmentation 1.2,
@@ -27,6 +29,18 @@ CACHE="${UNINET_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/uninet_mm}"
 MMCV_VERSION=2.1.0
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
+
+WITH_SLURM=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-slurm) WITH_SLURM=1 ;;
+        *) log "unknown option $arg (known: --with-slurm)"; exit 2 ;;
+    esac
+done
+if [ "$WITH_SLURM" = 1 ]; then
+    # slurmctld, slurmd, munge: the one-node cluster of tools/slurm/local_cluster.sh.
+    bash "$ROOT/tools/slurm/local_cluster.sh" install
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtual environment at $VENV"

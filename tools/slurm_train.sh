@@ -4,9 +4,15 @@
 #   [GPUS=16] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS="..."] \
 #       bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py options...]
 #
+# CPU partitions (no GPUs): GPUS_PER_NODE=0 asks for no GPU (no --gres) and runs TASKS
+# processes (default: GPUS) with the gloo backend, TASKS_PER_NODE of them per node (default:
+# Slurm's choice), e.g.
+#   GPUS_PER_NODE=0 TASKS=2 CPUS_PER_TASK=1 bash tools/slurm_train.sh cpu job CONFIG WORK_DIR
+#
 # PYTHON selects the interpreter (default: python). tools/train.py reads the rank and world
 # size from Slurm's environment (--launcher slurm); PORT sets the rendezvous port (default
-# 29500).
+# 29500). After a cancelled or failed job, the same command with --resume continues from the
+# last complete checkpoint in WORK_DIR (docs/cluster.md).
 set -euo pipefail
 
 if [ $# -lt 4 ]; then
@@ -24,12 +30,21 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 export MASTER_PORT=${PORT:-29500}
 
+if [ "$GPUS_PER_NODE" = 0 ]; then
+    # CPU partition: no GPU request; TASKS processes, TASKS_PER_NODE on each node.
+    TASKS=${TASKS:-$GPUS}
+    PLACEMENT=(--ntasks="$TASKS")
+    if [ -n "${TASKS_PER_NODE:-}" ]; then
+        PLACEMENT+=(--ntasks-per-node="$TASKS_PER_NODE")
+    fi
+else
+    PLACEMENT=(--gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" --ntasks-per-node="$GPUS_PER_NODE")
+fi
+
 # shellcheck disable=SC2086  # SRUN_ARGS is a list of options
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
+    "${PLACEMENT[@]}" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \

@@ -15,6 +15,9 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from uninet_mm.models.classifiers import TeacherCheckpointError, check_distillation_config
+from uninet_mm.utils.checkpoint_integrity import (DamagedCheckpointError, check_checkpoint_file,
+                                                  find_resume_checkpoint,
+                                                  use_atomic_local_writes)
 from uninet_mm.utils.resume_safe_load import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
 from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, export_local_rank,
@@ -61,9 +64,21 @@ def setup_cfg(args) -> Config:
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        # The newest *complete* checkpoint of the work dir (a process killed while saving
+        # leaves a truncated one behind); none: train from the start.
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+        cfg.resume = cfg.load_from is not None
+        if cfg.resume:
+            print_log(f'Auto resumed from the latest checkpoint {cfg.load_from} (complete: '
+                      f'checked before loading)', logger='current')
+        else:
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training starts '
+                      f'from the first iteration', logger='current', level=logging.WARNING)
     elif args.resume is not None:
+        try:
+            check_checkpoint_file(args.resume)
+        except DamagedCheckpointError as err:
+            raise SystemExit(f'error: cannot resume: {err}')
         cfg.resume = True
         cfg.load_from = args.resume
 
@@ -85,6 +100,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Lets torch >= 2.6 (weights_only=True) load mmengine's resume checkpoints.
     register_resume_safe_globals()
+    # Checkpoints appear under their name only once complete (a kill while saving leaves none).
+    use_atomic_local_writes()
     cfg = setup_cfg(args)
 
     try:

@@ -30,7 +30,10 @@ ppo = dict(lr=3.5e-4, clip=0.2, entropy_weight=1e-5, baseline_decay=0.95, epochs
 search = dict(max_trials=2000, archs_per_update=20, seed=0, failure_reward=0.0, top_k=5)
 
 # One GPU per trial; as many trials at once as the cluster has GPUs.
-ray = dict(cpus_per_trial=8, gpus_per_trial=1, max_concurrent=None)
+# max_failures: a trial whose worker dies (lost node, killed process) starts again with the
+# same architecture up to this many times, then counts as failed (docs/cluster.md).
+ray = dict(cpus_per_trial=8, gpus_per_trial=1, max_concurrent=None,
+           max_failures=3)
 
 data_root = 'data/imagenet'
 data_preprocessor = dict(

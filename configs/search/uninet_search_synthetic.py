@@ -52,7 +52,10 @@ search = dict(
     top_k=5)
 
 # Ray Tune backend (--backend ray): resources of one trial, how many run at once.
-ray = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None)
+# max_failures: a trial whose worker dies (lost node, killed process) starts again with the
+# same architecture up to this many times, then counts as failed (docs/cluster.md).
+ray = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None,
+           max_failures=3)
 
 data_preprocessor = dict(
     num_classes=5, mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0], to_rgb=True)

@@ -7,7 +7,8 @@ A search config has these top-level entries (see ``configs/search/uninet_search_
 ``controller``    kwargs of :class:`~uninet_mm.search.controller.LSTMController`
 ``ppo``           kwargs of :class:`~uninet_mm.search.ppo.PPOTrainer`
 ``search``        ``max_trials``, ``archs_per_update``, ``seed``, ``failure_reward``, ``top_k``
-``ray``           ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent`` (Ray backend only)
+``ray``           ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent``, ``max_failures``
+                  (Ray backend only)
 ``proxy``         the proxy task (:mod:`uninet_mm.search.proxy`)
 
 Every problem raises :class:`SearchConfigError` naming the entry and what to change.
@@ -24,7 +25,9 @@ from .space import SearchSpace
 SECTIONS = ('search_space', 'reward', 'controller', 'ppo', 'search', 'ray', 'proxy')
 SEARCH_KEYS = dict(max_trials=None, archs_per_update=None, seed=0, failure_reward=0.0,
                    top_k=5)
-RAY_KEYS = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None)
+#: ``max_failures``: how often Ray Tune starts a trial again (same architecture, another node)
+#: after its worker died, e.g. with a lost node; after that it is recorded as failed.
+RAY_KEYS = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None, max_failures=3)
 
 
 class SearchConfigError(ValueError):
@@ -141,6 +144,10 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None) -> Searc
         value = ray[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise SearchConfigError(f'ray.{key} = {value!r} must be a number >= 0')
+    retries = ray['max_failures']
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < -1:
+        raise SearchConfigError(f'ray.max_failures = {retries!r} must be an integer >= 0 '
+                                f'(or -1: retry without limit)')
     proxy = _section(cfg, 'proxy')
     return SearchSettings(space=space, reward=reward, controller=controller, ppo=ppo,
                           search=search, ray=ray, proxy=proxy)

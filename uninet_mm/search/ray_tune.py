@@ -11,6 +11,12 @@ were running are started again by Tune with the same architecture, none is sampl
 
 Each trial runs :func:`~uninet_mm.search.proxy.run_proxy_trial` in a Tune worker with
 ``ray.cpus_per_trial`` CPUs and ``ray.gpus_per_trial`` GPUs.
+
+Failures: an error inside a trial (exception, NaN loss, out of memory) is a result with
+``status='failed'``, scored with ``search.failure_reward``. A trial whose worker dies (its node
+is lost, the process is killed) is started again by Tune with the same architecture, on any
+node with free resources, up to ``ray.max_failures`` times (Tune's ``FailureConfig``); after
+that it is recorded once as failed. Either way every architecture is scored exactly once.
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ from typing import Any, Dict, Optional
 from mmengine.logging import MMLogger
 
 from .config import SearchSettings
-from .loop import SearchDriver, append_log, log_progress, search_logger, write_log
+from .loop import (STATE_NAME, SearchDriver, append_log, log_progress, search_logger,
+                   write_log)
 from .proxy import run_proxy_trial
 
 try:
@@ -106,7 +113,37 @@ class ControllerSearcher(Searcher):
         saved = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
         self.driver.load_state_dict(saved['driver'])
         self.work_dir = saved['work_dir']
+        self._catch_up_with_state_file()
         write_log(self.work_dir, self.driver.history)
+
+    def _catch_up_with_state_file(self) -> None:
+        """Continue from ``search_state.pth`` when it is newer than Tune's checkpoint.
+
+        Tune checkpoints the experiment (and this searcher) every 10 s or more;
+        ``search_state.pth`` is written after every scored trial. After a killed driver, the
+        trials scored since Tune's last checkpoint keep their results: the driver continues
+        from the state file, the trials Tune runs again for them are ignored when they end
+        (:meth:`on_trial_complete` finds no unscored architecture for them), and an
+        architecture of the state file's batch that no restored Tune trial holds is handed out
+        again by :meth:`suggest`.
+        """
+        import torch
+        path = Path(self.work_dir) / STATE_NAME
+        if not path.is_file():
+            return
+        newer = torch.load(path, map_location='cpu', weights_only=True)
+        if len(newer['history']) <= len(self.driver.history):
+            return
+        # The trial ids Tune restored, by architecture index.
+        held = {e['index']: e['assigned'] for e in self.driver.batch
+                if not e['scored'] and e['assigned'] is not None}
+        self.driver.load_state_dict(newer)
+        for entry in self.driver.batch:
+            if not entry['scored']:
+                entry['assigned'] = held.get(entry['index'])
+        self._logger().info(
+            f'{path} is newer than Ray Tune\'s checkpoint: continuing from its '
+            f'{len(self.driver.history)} scored trials')
 
 
 def proxy_trainable(config: Dict[str, Any], proxy: Dict[str, Any], trial_dir: str) -> None:
@@ -159,8 +196,9 @@ def run_ray(settings: SearchSettings, proxy: Dict[str, Any], driver: SearchDrive
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
                                         max_concurrent_trials=settings.ray['max_concurrent']),
-            run_config=tune.RunConfig(name=EXPERIMENT_NAME, storage_path=str(storage),
-                                      verbose=0))
+            run_config=tune.RunConfig(
+                name=EXPERIMENT_NAME, storage_path=str(storage), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=settings.ray['max_failures'])))
     tuner.fit()
     final = SearchDriver(**settings.driver_kwargs())
     final.load(work_dir, max_trials=driver.max_trials)

@@ -5,8 +5,9 @@ import hashlib
 import logging
 import os
 import os.path as osp
+import re
 from datetime import timedelta
-from typing import Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -15,7 +16,8 @@ from mmengine.logging import MMLogger, print_log
 from .pretrained import apply_pretrained
 
 __all__ = ['add_launcher_args', 'export_local_rank', 'load_config', 'build_runner',
-           'setup_cpu_distributed', 'warn_if_training_from_scratch', 'log_parameter_hash',
+           'setup_cpu_distributed', 'slurm_to_torch_env', 'first_slurm_host',
+           'warn_if_training_from_scratch', 'log_parameter_hash',
            'enable_visualization', 'refuse_sync_bn_on_cpu', 'sync_bn_paths', 'parse_size']
 
 
@@ -83,15 +85,54 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a Slurm host list: ``'gpu[03-05,9],cpu1'`` -> ``'gpu03'``,
+    ``'rack[1-2]-n[07-08]'`` -> ``'rack1-n07'`` (what ``scontrol show hostnames`` lists
+    first)."""
+    depth, end = 0, len(nodelist)
+    for pos, char in enumerate(nodelist):
+        depth += char == '['
+        depth -= char == ']'
+        if char == ',' and depth == 0:
+            end = pos
+            break
+    first = re.sub(r'\[([^\]]*)\]',
+                   lambda m: re.split(r'[-,]', m.group(1))[0], nodelist[:end].strip())
+    if not first:
+        raise ValueError(f'empty Slurm host list {nodelist!r}')
+    return first
+
+
+def slurm_to_torch_env(environ: Mapping[str, str]) -> Dict[str, str]:
+    """torch's ``env://`` rendezvous variables for one task of an ``srun`` job.
+
+    ``RANK`` <- ``SLURM_PROCID``, ``WORLD_SIZE`` <- ``SLURM_NTASKS``, ``LOCAL_RANK`` <-
+    ``SLURM_LOCALID``, ``MASTER_ADDR`` <- the first host of ``SLURM_NODELIST`` (unless
+    ``MASTER_ADDR`` is set), ``MASTER_PORT`` as set (tools/slurm_train.sh exports ``PORT``)
+    or 29500 -- the choices mmengine's Slurm launcher makes, without its GPU device set-up.
+    """
+    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST') if not environ.get(k)]
+    if missing:
+        raise ValueError(f'--launcher slurm needs Slurm\'s task variables (run it with srun, '
+                         f'e.g. tools/slurm_train.sh); missing: {", ".join(missing)}')
+    return dict(RANK=environ['SLURM_PROCID'], WORLD_SIZE=environ['SLURM_NTASKS'],
+                LOCAL_RANK=environ.get('SLURM_LOCALID', '0'),
+                MASTER_ADDR=environ.get('MASTER_ADDR') or first_slurm_host(
+                    environ['SLURM_NODELIST']),
+                MASTER_PORT=environ.get('MASTER_PORT', '29500'))
+
+
 def setup_cpu_distributed(cfg: Config) -> None:
     """Let mmengine's distributed training/testing run on CPUs (gloo), e.g. for tests.
 
     mmengine assumes one GPU per process: it calls ``torch.cuda.set_device`` while initialising
-    the process group and hands ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel, both of
-    which fail without a GPU. Here (launcher ``pytorch`` only) the process group is initialised
-    directly, so mmengine skips its own initialisation, and DDP gets ``device_ids=None``, which
-    is how DDP wraps a CPU module. ``nccl`` needs GPUs, so it is replaced by ``gloo``.
-    Call only when no GPU is available.
+    the process group (its Slurm launcher also divides by the GPU count) and hands
+    ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel, all of which fail without a GPU.
+    Here (launchers ``pytorch`` and ``slurm``) the process group is initialised directly, so
+    mmengine skips its own initialisation, and DDP gets ``device_ids=None``, which is how DDP
+    wraps a CPU module. For ``slurm`` the rank, world size and master address come from
+    Slurm's variables (:func:`slurm_to_torch_env`). ``nccl`` needs GPUs, so it is replaced by
+    ``gloo``. Call only when no GPU is available.
     """
     env_cfg = cfg.setdefault('env_cfg', {})
     dist_cfg = env_cfg.setdefault('dist_cfg', {})
@@ -100,7 +141,10 @@ def setup_cpu_distributed(cfg: Config) -> None:
         print_log('No GPU found: using the gloo backend instead of nccl', logger='current',
                   level=logging.WARNING)
         dist_cfg['backend'] = backend = 'gloo'
-    if cfg.get('launcher') == 'pytorch' and not torch.distributed.is_initialized():
+    launcher = cfg.get('launcher')
+    if launcher in ('pytorch', 'slurm') and not torch.distributed.is_initialized():
+        if launcher == 'slurm':
+            os.environ.update(slurm_to_torch_env(os.environ))
         kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
         if kwargs.get('timeout') is not None and not isinstance(kwargs['timeout'], timedelta):
             kwargs['timeout'] = timedelta(seconds=kwargs['timeout'])

@@ -1,0 +1,193 @@
+"""The Ray backend of the search on a multi-node Ray cluster (a head and two worker nodes on this
+machine, ``ray.cluster_utils.Cluster``), driven by ``tools/search.py --backend ray
+--ray-address ADDR`` in a process of its own, with failures in the middle of the work:
+
+- a worker node is killed while it runs a trial: Tune starts the trial again on another node
+  (``ray.max_failures``), the search finishes, every architecture is scored exactly once;
+- the driver is killed (SIGKILL) in the middle of a search: the same command with ``--resume``
+  finishes it (``Tuner.restore``), with the same guarantee.
+
+The head node has no CPUs for trials, so every trial runs on a worker node.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from uninet_mm.search.loop import STATE_NAME, read_log
+
+from .test_dist_train import free_port
+from .test_search_proxy import tiny_cfg
+from .test_slurm import cluster_unavailable
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope='module')
+def ray_cluster():
+    """A head node (no CPUs) and two worker nodes with one CPU each; torn down afterwards."""
+    try:
+        from ray import cluster_utils
+    except ImportError as exc:
+        cluster_unavailable(f'Ray cannot run here: {exc} (pip install -r requirements/search.txt)')
+    # Ray's files, sockets and its note of "the current cluster on this machine" (which a
+    # plain ray.init() would connect to) go to a folder of this fixture, not /tmp/ray; short,
+    # since Ray's socket paths must stay under 108 characters.
+    temp_dir = tempfile.mkdtemp(prefix='uray')
+    (Path(temp_dir) / 'ray').mkdir()
+    saved = os.environ.get('RAY_TMPDIR')
+    os.environ['RAY_TMPDIR'] = temp_dir
+    cluster = None
+    try:
+        cluster = cluster_utils.Cluster(initialize_head=True, head_node_args=dict(
+            num_cpus=0, gcs_server_port=free_port(), include_dashboard=False))
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        yield cluster, workers
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+        if saved is None:
+            os.environ.pop('RAY_TMPDIR', None)
+        else:
+            os.environ['RAY_TMPDIR'] = saved
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _search_cmd(cfg_path: Path, work: Path, address: str, max_trials: int) -> list:
+    return [sys.executable, str(REPO / 'tools' / 'search.py'), str(cfg_path), '--work-dir',
+            str(work), '--backend', 'ray', '--ray-address', address, '--max-trials',
+            str(max_trials)]
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS='1')
+
+
+def _write_cfg(tmp_path: Path, data_root: Path, epochs: int) -> Path:
+    cfg = tiny_cfg(data_root, archs_per_update=2)
+    cfg.proxy.runner.train_cfg.max_epochs = epochs  # a few seconds per trial: time to kill
+    cfg.ray.update(cpus_per_trial=1, max_concurrent=2, max_failures=2)
+    path = tmp_path / 'search_cfg.py'
+    cfg.dump(str(path))
+    return path
+
+
+def _assert_each_architecture_scored_once(work: Path, max_trials: int) -> list:
+    log = read_log(str(work))
+    indices = [r['trial'] for r in log]
+    assert sorted(indices) == list(range(max_trials)), indices  # none lost, none twice
+    state = torch.load(work / STATE_NAME, map_location='cpu', weights_only=True)
+    assert sorted(r['trial'] for r in state['history']) == list(range(max_trials))
+    assert not state['batch']  # nothing sampled and left waiting
+    assert len(state['updates']) == max_trials // 2
+    return log
+
+
+def _start(cmd: list, log: Path) -> subprocess.Popen:
+    """The driver in a process of its own, its output in ``log``."""
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
+
+
+def _wait(predicate, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f'the search ended (rc {proc.returncode}) before {what}:\n'
+                                 f'{proc.log.read_text()[-3000:]}')
+        assert time.monotonic() < deadline, f'{what}: not within {timeout} s'
+        time.sleep(0.1)
+
+
+def _started_trials(work: Path) -> dict:
+    """trial folder -> number of runs started in it (mmengine makes one timestamped log folder
+    per run; a trial started again after a failure has two)."""
+    trials = work / 'trials'
+    if not trials.is_dir():
+        return {}
+    return {d.name: len([r for r in d.iterdir() if r.is_dir()]) for d in trials.iterdir()}
+
+
+@pytest.fixture(scope='module')
+def search_data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp('search_data')
+
+
+def test_worker_node_killed_mid_trial_is_retried_and_search_finishes(ray_cluster, tmp_path,
+                                                                     search_data):
+    cluster, workers = ray_cluster
+    max_trials = 4
+    cfg_path = _write_cfg(tmp_path, search_data, epochs=4)
+    work = tmp_path / 'work'
+    driver_log = tmp_path / 'driver.out'
+    proc = _start(_search_cmd(cfg_path, work, cluster.address, max_trials), driver_log)
+    try:
+        # Both worker nodes run a trial (one CPU each: two trials started and not scored):
+        # kill one of the nodes.
+        def two_running() -> bool:
+            scored = {f'{r["trial"]:05d}' for r in read_log(str(work))}
+            return len(set(_started_trials(work)) - scored) == 2
+
+        _wait(two_running, proc, 'two trials running at once')
+        victim = workers.pop(0)
+        cluster.remove_node(victim, allow_graceful=False)
+        # A replacement node joins, as an autoscaler would start one.
+        workers.append(cluster.add_node(num_cpus=1))
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, driver_log.read_text()[-5000:]
+    log = _assert_each_architecture_scored_once(work, max_trials)
+    # The trial that lost its node was started again (same architecture, same folder) and
+    # scored from the second run: Tune's FailureConfig, ray.max_failures = 2.
+    restarted = [name for name, runs in _started_trials(work).items() if runs >= 2]
+    assert restarted, _started_trials(work)
+    assert all(r['status'] == 'ok' for r in log), [(r['trial'], r['error']) for r in log]
+
+
+def test_driver_killed_mid_search_resumes_with_the_same_command(ray_cluster, tmp_path,
+                                                                search_data):
+    cluster, _ = ray_cluster
+    max_trials = 6
+    cfg_path = _write_cfg(tmp_path, search_data, epochs=2)
+    work = tmp_path / 'work'
+    cmd = _search_cmd(cfg_path, work, cluster.address, max_trials)
+    proc = _start(cmd, tmp_path / 'driver.out')
+    try:
+        _wait(lambda: len(read_log(str(work))) >= 3, proc, 'three trials scored')
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    scored_before = {r['trial']: r for r in read_log(str(work))}
+    assert 3 <= len(scored_before) < max_trials, sorted(scored_before)
+
+    resumed = subprocess.run(cmd + ['--resume'], env=_env(), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    log = _assert_each_architecture_scored_once(work, max_trials)
+    # The architectures scored before the kill keep their index and their result (even those
+    # Tune's own experiment checkpoint had not seen finish): none sampled or scored anew.
+    final = {r['trial']: r for r in log}
+    for index, before in scored_before.items():
+        for key in ('tokens', 'accuracy', 'reward'):
+            assert final[index][key] == before[key], (index, key, before, final[index])
+    # ... and the resumed run kept their work: some of them were not trained again.
+    runs = _started_trials(work)
+    assert any(runs[f'{i:05d}'] == 1 for i in scored_before), runs
