@@ -33,6 +33,16 @@ def official_fixtures() -> Path:
     return OFFICIAL_FIXTURES
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (small models on a shared 2-core machine: more
+    threads only thrash); ``pytestmark = pytest.mark.usefixtures('one_thread')`` per file."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

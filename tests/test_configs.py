@@ -262,17 +262,25 @@ def test_config_train_step_and_inference(name, tmp_path):
     assert by_param[id(conv)]['weight_decay'] > 0
 
     data = synthetic_batch(cfg, model)
-    batch = model.data_preprocessor(data, True)
-    losses = model(**batch, mode='loss')
-    loss, log_vars = model.parse_losses(losses)
-    assert torch.isfinite(loss), log_vars
-    optim_wrapper.backward(loss)
+    backward_of_one_batch(model, data, optim_wrapper)
     backbone = model.backbone
     assert _grad_norm(backbone.stem.parameters()) > 0, 'no gradient reaches the stem'
     assert _grad_norm(backbone.stages[-1].parameters()) > 0, 'no gradient in the last stage'
     optim_wrapper.step()
     optim_wrapper.zero_grad()
+    assert_predictions(model, data, cfg)
 
+
+def backward_of_one_batch(model, data, optim_wrapper) -> None:
+    """Preprocess ``data``, compute the losses (finite) and backpropagate them."""
+    batch = model.data_preprocessor(data, True)
+    loss, log_vars = model.parse_losses(model(**batch, mode='loss'))
+    assert torch.isfinite(loss), log_vars
+    optim_wrapper.backward(loss)
+
+
+def assert_predictions(model, data, cfg) -> None:
+    """The model in eval mode predicts one finite result of the right shape per image."""
     model.eval()
     with torch.no_grad():
         outputs = model.test_step(data)

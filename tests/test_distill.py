@@ -30,12 +30,7 @@ NUM_CLASSES = 5
 IMG = 32
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 # ------------------------------------------------------------------------------ small models

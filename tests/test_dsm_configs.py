@@ -12,7 +12,8 @@ pytest.importorskip('mmpretrain')
 from mmengine.config import Config  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 
-from .test_configs import build_model, shrink, synthetic_batch  # noqa: E402
+from .test_configs import (assert_predictions, backward_of_one_batch, build_model,  # noqa: E402
+                           shrink, synthetic_batch)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs'
@@ -122,11 +123,7 @@ def test_dsm_config_train_step_and_inference(name):
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     data = synthetic_batch(cfg, model)
-    batch = model.data_preprocessor(data, True)
-    losses = model(**batch, mode='loss')
-    loss, log_vars = model.parse_losses(losses)
-    assert torch.isfinite(loss), log_vars
-    optim_wrapper.backward(loss)
+    backward_of_one_batch(model, data, optim_wrapper)
     dsm_params = ([p for name_ in backbone.replaced_modules
                    for p in backbone.get_submodule(name_).parameters()]
                   if name in TRANSFER else
@@ -134,17 +131,7 @@ def test_dsm_config_train_step_and_inference(name):
     assert dsm_params and all(p.grad is not None for p in dsm_params), 'a DSM gets no gradient'
     optim_wrapper.step()
     optim_wrapper.zero_grad()
-
-    model.eval()
-    with torch.no_grad():
-        outputs = model.test_step(data)
-    assert len(outputs) == 2
-    for out in outputs:
-        if cfg.default_scope == 'mmdet':
-            assert torch.isfinite(out.pred_instances.bboxes).all()
-        else:
-            assert out.pred_score.shape == (1000, )
-            assert torch.isfinite(out.pred_score).all()
+    assert_predictions(model, data, cfg)
 
 
 # ------------------------------------------------------------------------------- the tools

@@ -20,13 +20,7 @@ LOG_FIELDS = ('arch', 'input_size', 'flops', 'params', 'accuracy', 'reward', 't'
               'seconds', 'status', 'error', 'trial', 'tokens')
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny LSTM updates on a shared 2-core machine: extra threads only thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def synthetic_cfg(**search) -> Config:

@@ -17,12 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = REPO / 'configs' / 'search' / 'uninet_search_synthetic.py'
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_cfg(data_root: Path, **search) -> Config:
