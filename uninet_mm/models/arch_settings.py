@@ -13,7 +13,7 @@ error that names the stage, the field, the value and what is allowed.
 """
 from dataclasses import asdict, dataclass
 from numbers import Real
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 #: Global operators (block types) of the search space.
 GOPS = ('DWConv', 'Conv', 'SA', 'LSA', 'MLP')
@@ -106,17 +106,21 @@ def _stage_error(index: int, field: str, value: Any, allowed: str) -> ArchError:
                      f'{allowed}')
 
 
+def _check_keys(what: str, value: Mapping, fields: Sequence[str]) -> None:
+    unknown = sorted(set(value) - set(fields))
+    missing = [f for f in fields if f not in value]
+    if unknown or missing:
+        raise ArchError(f'{what} has unknown keys {unknown} and misses {missing}; it needs '
+                        f'exactly {list(fields)}')
+
+
 def _parse_stage(index: int, stage: Any) -> StageSpec:
     if isinstance(stage, StageSpec):
         stage = asdict(stage)
     if not isinstance(stage, Mapping):
         raise ArchError(f'UniNet arch: stage {index} must be a dict with keys {STAGE_FIELDS}, '
                         f'got {type(stage).__name__}')
-    unknown = sorted(set(stage) - set(STAGE_FIELDS))
-    missing = [f for f in STAGE_FIELDS if f not in stage]
-    if unknown or missing:
-        raise ArchError(f'UniNet arch: stage {index} has unknown keys {unknown} and misses '
-                        f'{missing}; each stage needs exactly {list(STAGE_FIELDS)}')
+    _check_keys(f'UniNet arch: stage {index}', stage, STAGE_FIELDS)
     gop, dsm, expansion = stage['gop'], stage['dsm'], stage['expansion']
     channels, repeats, stride = stage['channels'], stage['repeats'], stage['stride']
 
@@ -169,11 +173,7 @@ def parse_arch(arch: Union[str, Mapping, ArchSpec]) -> ArchSpec:
     if not isinstance(arch, Mapping):
         raise ArchError(f'UniNet arch must be a name in {sorted(ARCH_SETTINGS)} or a dict, '
                         f'got {type(arch).__name__}')
-    unknown = sorted(set(arch) - set(ARCH_FIELDS))
-    missing = [f for f in ARCH_FIELDS if f not in arch]
-    if unknown or missing:
-        raise ArchError(f'UniNet arch dict has unknown keys {unknown} and misses {missing}; '
-                        f'it needs exactly {list(ARCH_FIELDS)}')
+    _check_keys('UniNet arch dict', arch, ARCH_FIELDS)
     for field in ('stem_channels', 'head_channels'):
         if not _positive_int(arch[field]):
             raise ArchError(f'UniNet arch: {field!r} = {arch[field]!r} must be a positive int')
