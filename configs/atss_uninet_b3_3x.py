@@ -12,13 +12,8 @@ _base_ = [
 pretrained = None
 
 model = dict(
-    backbone=dict(
-        _base_.uninet_det_backbone,
-        arch='b3',
-        # Paper silent; 0.2 for B3, as Swin-T (a backbone of similar size) uses.
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-        if pretrained else None),
+    backbone=dict(_base_.uninet_det_backbones['b3'],
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     # All four stage outputs go in; as in mmdet's ATSS the pyramid starts at stride 8
     # (start_level=1) with two extra levels computed from its own outputs.
     neck=dict(in_channels=_base_.uninet_det_in_channels['b3']))

@@ -34,13 +34,8 @@ __bbox_heads = [
 ]
 
 model = dict(
-    backbone=dict(
-        _base_.uninet_det_backbone,
-        arch='b3',
-        # Paper silent; 0.2 for B3, as Swin-T (a backbone of similar size) uses.
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-        if pretrained else None),
+    backbone=dict(_base_.uninet_det_backbones['b3'],
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=_base_.uninet_det_in_channels['b3']),
     roi_head=dict(bbox_head=__bbox_heads))
 

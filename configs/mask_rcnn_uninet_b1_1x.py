@@ -14,13 +14,8 @@ _base_ = [
 pretrained = None
 
 model = dict(
-    backbone=dict(
-        _base_.uninet_det_backbone,
-        arch='b1',
-        # Paper silent; 0.1 for B1 (Swin-T uses 0.2 at a larger size).
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-        if pretrained else None),
+    backbone=dict(_base_.uninet_det_backbones['b1'],
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=_base_.uninet_det_in_channels['b1']))
 
 optim_wrapper = _base_.uninet_det_optim_wrapper

@@ -9,8 +9,7 @@ pretrained = None
 
 model = dict(
     backbone=dict(
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-        if pretrained else None))
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
 
 train_pipeline = _base_.uninet_ms_crop_train_pipeline
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -10,6 +10,5 @@ model = dict(
         arch='b3',
         # Paper silent; 0.2 for B3, as Swin-T (a backbone of similar size) uses.
         drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-        if pretrained else None),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=_base_.uninet_det_in_channels['b3']))

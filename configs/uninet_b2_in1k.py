@@ -8,19 +8,11 @@ _base_ = ['./_base_/uninet_in1k.py']
 model = dict(backbone=dict(arch='b2', drop_path_rate=0.1))
 
 aug_level = 'small'
-# Train with 256x256 random-resized crops. Test: paper silent; resize the short side to
-# 292 and centre-crop 256 (the 0.875 crop ratio of the 224 recipe).
+# Train with 256x256 random-resized crops; test: resize the short side to 292 and centre-crop 256
+# (see _base_/uninet_in1k.py).
 img_size = 256
-train_pipeline = [
-    dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
-    for t in _base_.uninet_aug_pipelines[aug_level]
-]
-test_pipeline = [
-    dict(t, scale=int(img_size / 0.875)) if t['type'] == 'ResizeEdge' else
-    dict(t, crop_size=img_size) if t['type'] == 'CenterCrop' else t
-    for t in _base_.test_pipeline
-]
-train_dataloader = dict(sampler=_base_.uninet_aug_samplers[aug_level],
-                        dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(
+    sampler=_base_.uninet_aug_samplers[aug_level],
+    dataset=dict(pipeline=_base_.uninet_train_pipelines[aug_level][img_size]))
+val_dataloader = dict(dataset=dict(pipeline=_base_.uninet_test_pipelines[img_size]))
 test_dataloader = val_dataloader

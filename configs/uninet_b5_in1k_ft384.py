@@ -21,23 +21,15 @@ param_scheduler = [
 train_cfg = dict(max_epochs=30)
 
 # 384x384 random-resized crops for training; test: resize to 384x384 without cropping, as DeiT and
-# mmpretrain evaluate their 384-px models.
+# mmpretrain evaluate their 384-px models (pipelines in _base_/uninet_in1k.py).
 img_size = 384
-train_pipeline = [
-    dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
-    for t in _base_.train_pipeline
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_size, backend='pillow', interpolation='bicubic'),
-    dict(type='PackInputs'),
-]
 # 32 images per GPU (x 8 GPUs = 256), to fit one 80 GB GPU: training UniNet-B5 at 384 px keeps
 # 1480 MiB of activations per image for backward in fp32 (autograd's saved tensors on the plain
 # GPU code path, tools/analysis_tools/activation_memory.py), so 32 images hold 46 GB and leave
 # room for backward's temporaries; with --amp twice as many fit. The lr above is for a total
 # batch of 1024; auto_scale_lr (base_batch_size=1024, inherited) scales it linearly to the real
 # total batch, e.g. 2.5e-06 for 8 x 32.
-train_dataloader = dict(batch_size=32, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(
+    batch_size=32, dataset=dict(pipeline=_base_.uninet_train_pipelines['large'][img_size]))
+val_dataloader = dict(dataset=dict(pipeline=_base_.uninet_finetune_test_pipelines[img_size]))
 test_dataloader = val_dataloader

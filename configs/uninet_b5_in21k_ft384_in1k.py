@@ -8,11 +8,11 @@ _base_ = ['./uninet_b5_in1k_ft384.py']
 
 # The 21K run's checkpoint: its backbone is loaded (its 21842-class head does not fit the 1000
 # classes here and is left out; the head starts from scratch). Set it here or with
-# --cfg-options pretrained=PATH; None trains from scratch (tools/train.py warns).
+# --cfg-options pretrained=PATH (this project's tools) or
+# model.backbone.init_cfg.checkpoint=PATH (any OpenMMLab tool); None trains from scratch.
 pretrained = None
 model = dict(
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-                  if pretrained else None))
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
 # Not the whole-classifier load of the 224 -> 384 fine-tuning config this inherits from.
 finetune_from = None
 load_from = None

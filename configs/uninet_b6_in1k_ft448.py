@@ -1,43 +1,20 @@
 # UniNet-B6 fine-tuned on ImageNet-1k at 448x448, starting from the 224-px run of
-# uninet_b6_in1k.py (paper: trained at 224, then fine-tuned at 448).
-_base_ = ['./uninet_b6_in1k.py']
+# uninet_b6_in1k.py (paper: trained at 224, then fine-tuned at 448). The recipe of
+# uninet_b5_in1k_ft384.py (lr, schedule, augmentation; finetune_from for the 224-px checkpoint)
+# with the B6 architecture at 448.
+_base_ = ['./uninet_b5_in1k_ft384.py']
 
-# Checkpoint of the 224-px run (the whole classifier, head included), loaded with load_from.
-# None: nothing is loaded and the model trains from scratch at 448 (tools/train.py logs a
-# warning saying so).
+model = dict(backbone=dict(arch='b6', drop_path_rate=0.4))
 finetune_from = None
 load_from = finetune_from
 
-# Paper silent on the fine-tuning recipe. Choice: DeiT's fine-tuning at higher resolution:
-# 30 epochs, AdamW lr 5e-6 per 512 images (1e-5 for the total batch 1024 here, scaled linearly
-# for other batches), weight decay 1e-8, 5 warm-up epochs from lr x0.2 (DeiT: 1e-6 up to 5e-6),
-# cosine decay to half the lr (DeiT's minimum lr equals its base lr at batch 512), same
-# augmentations as the 224 run.
-optim_wrapper = dict(optimizer=dict(lr=1e-5, weight_decay=1e-8))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.2, by_epoch=True, end=5, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min_ratio=0.5, by_epoch=True, begin=5),
-]
-train_cfg = dict(max_epochs=30)
-
-# 448x448 random-resized crops for training; test: resize to 448x448 without cropping, as DeiT and
-# mmpretrain evaluate their 384-px models.
 img_size = 448
-train_pipeline = [
-    dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
-    for t in _base_.train_pipeline
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_size, backend='pillow', interpolation='bicubic'),
-    dict(type='PackInputs'),
-]
 # 16 images per GPU (x 8 GPUs = 128), to fit one 80 GB GPU: training UniNet-B6 at 448 px keeps
 # 3170 MiB of activations per image for backward in fp32 (autograd's saved tensors on the plain
 # GPU code path, tools/analysis_tools/activation_memory.py), so 16 images hold 50 GB and leave
-# room for backward's temporaries; with --amp twice as many fit. The lr above is for a total
-# batch of 1024; auto_scale_lr (base_batch_size=1024, inherited) scales it linearly to the real
-# total batch, e.g. 1.25e-06 for 8 x 16.
-train_dataloader = dict(batch_size=16, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+# room for backward's temporaries; with --amp twice as many fit. auto_scale_lr (base 1024)
+# scales the lr to the real total batch, e.g. 1.25e-06 for 8 x 16.
+train_dataloader = dict(
+    batch_size=16, dataset=dict(pipeline=_base_.uninet_train_pipelines['large'][img_size]))
+val_dataloader = dict(dataset=dict(pipeline=_base_.uninet_finetune_test_pipelines[img_size]))
 test_dataloader = val_dataloader

@@ -26,8 +26,7 @@ model = dict(
         norm_eval=False,
         # Paper silent; 0.1 for B1 (Swin-T uses 0.3 here).
         drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-        if pretrained else None),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     decode_head=dict(in_channels=[48, 80, 128, 256], num_classes=150),
     # The auxiliary head reads the third output (stage 4, stride 16), as Swin's reads its third.
     auxiliary_head=dict(in_channels=128, num_classes=150))

@@ -11,7 +11,6 @@ model = dict(
         arch='b3',
         # Paper silent; 0.2 for B3.
         drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
-        if pretrained else None),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     decode_head=dict(in_channels=[56, 96, 160, 288]),
     auxiliary_head=dict(in_channels=160))

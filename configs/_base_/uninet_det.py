@@ -18,7 +18,14 @@ uninet_det_backbone = dict(
     # Paper silent on stochastic depth in detection; each config states its rate.
     drop_path_rate=0.1,
     with_cp=False,
-    init_cfg=None)
+    # No checkpoint: from scratch. Set one with pretrained=PATH (this project's tools) or
+    # --cfg-options model.backbone.init_cfg.checkpoint=PATH (any OpenMMLab tool, mim).
+    init_cfg=dict(type='Pretrained', checkpoint=None, prefix='backbone.'))
+# The paper's detection backbones. Paper silent on stochastic depth: 0.1 for B1, 0.2 for B3 (as
+# Swin-T, a backbone of similar size, uses).
+uninet_det_backbones = dict(
+    b1=dict(uninet_det_backbone, arch='b1', drop_path_rate=0.1),
+    b3=dict(uninet_det_backbone, arch='b3', drop_path_rate=0.2))
 
 # FPN input channels (outputs of stages 1, 2, 4, 5).
 uninet_det_in_channels = dict(

@@ -89,6 +89,34 @@ uninet_aug_samplers = dict(
     large=dict(type='RepeatAugSampler', num_repeats=3, shuffle=True),
 )
 
+# Pipelines at the family's other input sizes (B0 160, B2 256, B3 288, B4 320; fine-tuning at
+# 384 and 448), built here once for every variant config (picked as
+# ``_base_.uninet_train_pipelines[aug_level][img_size]`` and ``_base_.uninet_test_pipelines[...]``):
+#   train: random-resized crops of that size, at each augmentation level;
+#   test (paper silent): resize the short side to size / 0.875 and centre-crop the size (the
+#   0.875 crop ratio of the 224 recipe), e.g. 182 -> 160 for B0;
+#   test at the fine-tuning sizes: resize to size x size without cropping, as DeiT and
+#   mmpretrain evaluate their 384-px models.
+uninet_sizes = (160, 256, 288, 320, 384, 448)
+uninet_train_pipelines = {
+    level: {size: [dict(t, scale=size) if t['type'] == 'RandomResizedCrop' else t
+                   for t in pipeline]
+            for size in uninet_sizes}
+    for level, pipeline in uninet_aug_pipelines.items()
+}
+uninet_test_pipelines = {
+    size: [dict(t, scale=int(size / 0.875)) if t['type'] == 'ResizeEdge' else
+           dict(t, crop_size=size) if t['type'] == 'CenterCrop' else t
+           for t in _base_.test_pipeline]
+    for size in uninet_sizes
+}
+uninet_finetune_test_pipelines = {
+    size: [dict(type='LoadImageFromFile'),
+           dict(type='Resize', scale=size, backend='pillow', interpolation='bicubic'),
+           dict(type='PackInputs')]
+    for size in (384, 448)
+}
+
 # Paper silent: no model EMA and no repeated augmentation (mmpretrain's DeiT configs use neither
 # for the small models).
 

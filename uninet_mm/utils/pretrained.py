@@ -100,6 +100,13 @@ def pretrained_entry(init_cfg: Any) -> Optional[MutableMapping]:
     return None
 
 
+def _drop_entry(backbone: MutableMapping, entry: Mapping) -> None:
+    """Remove ``entry`` from the backbone's ``init_cfg`` (None when nothing is left)."""
+    init = backbone.get('init_cfg')
+    rest = [e for e in init if e is not entry] if isinstance(init, list) else []
+    backbone['init_cfg'] = rest or None
+
+
 def apply_pretrained(cfg: Any, cfg_options: Optional[Mapping] = None) -> Optional[str]:
     """Make the backbone's ``init_cfg`` load the checkpoint the user asked for; return its path.
 
@@ -133,6 +140,8 @@ def apply_pretrained(cfg: Any, cfg_options: Optional[Mapping] = None) -> Optiona
                 f'with checkpoint={from_init!r}; give only one of them')
     elif init_from_cli or (pretrained is None and 'pretrained' not in options):
         cfg['pretrained'] = from_init  # the init_cfg decides
+        if from_init is None and entry is not None:  # a Pretrained entry without checkpoint
+            _drop_entry(backbone, entry)
         return from_init
     if pretrained is None:
         backbone['init_cfg'] = None
