@@ -83,6 +83,27 @@ def test_cfg_options_pretrained_reaches_every_config(name):
     assert warn_if_training_from_scratch(cfg, _logger())
 
 
+#: Every shipped config whose backbone may start from a checkpoint.
+CHECKPOINT_CONFIGS = DET_SEG_CONFIGS + ['uninet_b5_in21k_ft384_in1k.py',
+                                        'uninet_b6_in21k_ft448_in1k.py',
+                                        'quickstart/mask_rcnn_uninet_tiny_synthetic.py',
+                                        'quickstart/upernet_uninet_tiny_synthetic_ade.py']
+
+
+@pytest.mark.parametrize('name', CHECKPOINT_CONFIGS)
+def test_stock_tools_option_merges_into_every_shipped_config(name):
+    """What mmdet's / mmseg's own train.py and ``mim train`` do with ``--cfg-options
+    model.backbone.init_cfg.checkpoint=PATH``: a plain merge, which fails on ``init_cfg=None``."""
+    from mmengine.config import Config
+
+    from uninet_mm.utils import pretrained_entry
+    cfg = Config.fromfile(str(CONFIGS / name))
+    assert pretrained_entry(cfg.model.backbone.init_cfg)['checkpoint'] is None  # from scratch
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': 'c.pth'})
+    assert pretrained_entry(cfg.model.backbone.init_cfg.to_dict()) == dict(
+        type='Pretrained', checkpoint='c.pth', prefix='backbone.')
+
+
 def test_pretrained_in_a_child_config_file(tmp_path):
     """A config inheriting a shipped one and setting only ``pretrained`` (the parent computed
     its init_cfg from its own ``pretrained = None`` when it was parsed)."""
