@@ -107,7 +107,8 @@ def test_config_recipe(name):
         pipeline_types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
         assert ('RandomChoice' in pipeline_types) == spec['ms']
         assert 'pretrained' in cfg and cfg.pretrained is None
-        assert backbone.init_cfg is None
+        # a Pretrained entry without checkpoint: from scratch, and stock tools can set one
+        assert backbone.init_cfg == dict(type='Pretrained', checkpoint=None, prefix='backbone.')
     elif name in SEG_CONFIGS:
         assert backbone.out_indices == (1, 2, 4, 5)
         assert optim.optimizer.lr == 6e-5 and optim.optimizer.weight_decay == 0.01
