@@ -7,9 +7,6 @@ _base_ = ['./mask_rcnn_uninet_b1_1x.py']
 pretrained = None
 
 model = dict(
-    backbone=dict(
-        arch='b3',
-        # Paper silent; 0.2 for B3, as Swin-T (a backbone of similar size) uses.
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    backbone=dict(_base_.uninet_det_backbones['b3'],
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=_base_.uninet_det_in_channels['b3']))

@@ -3,7 +3,7 @@
 # which generates the data first, or directly with
 #   python tools/dataset_converters/make_synthetic_data.py coco --out data/synthetic_coco
 #   python -m mmengine ... / mmdet's tools/train.py with this file.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/uninet_tiny.py']
 
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
@@ -14,18 +14,6 @@ palette = [(220, 20, 60), (0, 130, 255), (255, 170, 0), (150, 60, 220), (0, 190,
 metainfo = dict(classes=classes, palette=palette)
 image_scale = (320, 256)  # (W, H): the generator's default image size
 
-# A small UniNet: DWConv stages, then self-attention stages at strides 16 and 32.
-uninet_tiny = dict(
-    stem_channels=16,
-    head_channels=1280,
-    stages=[
-        dict(gop='DWConv', dsm=None, expansion=1, channels=16, repeats=1, stride=1),
-        dict(gop='DWConv', dsm='L', expansion=4, channels=32, repeats=1, stride=2),
-        dict(gop='DWConv', dsm='L', expansion=4, channels=48, repeats=2, stride=2),
-        dict(gop='DWConv', dsm='L', expansion=3, channels=64, repeats=2, stride=2),
-        dict(gop='SA', dsm='LG', expansion=2, channels=64, repeats=1, stride=1),
-        dict(gop='SA', dsm='LG', expansion=3, channels=96, repeats=2, stride=2),
-    ])
 neck_channels = 64
 num_classes = len(classes)
 
@@ -33,7 +21,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='UniNet',
-        arch=uninet_tiny,
+        arch=_base_.uninet_tiny,
         out_indices=(1, 2, 4, 5),
         drop_path_rate=0.0,
         # From scratch; a checkpoint is loaded with mmdet's/mmseg's own tools too through

@@ -3,7 +3,7 @@
 #   python tools/quickstart.py --task seg
 # which generates the data first (data/synthetic_ade), or generate them with
 #   python tools/dataset_converters/make_synthetic_data.py ade20k --out data/synthetic_ade
-_base_ = ['mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py']
+_base_ = ['mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py', './_base_/uninet_tiny.py']
 
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
@@ -21,17 +21,6 @@ metainfo = dict(classes=classes, palette=palette)
 image_scale = (320, 256)  # (W, H): the generator's default image size
 crop_size = (256, 320)  # (H, W): training crops as large as the images, so nothing is padded
 
-uninet_tiny = dict(
-    stem_channels=16,
-    head_channels=1280,
-    stages=[
-        dict(gop='DWConv', dsm=None, expansion=1, channels=16, repeats=1, stride=1),
-        dict(gop='DWConv', dsm='L', expansion=4, channels=32, repeats=1, stride=2),
-        dict(gop='DWConv', dsm='L', expansion=4, channels=48, repeats=2, stride=2),
-        dict(gop='DWConv', dsm='L', expansion=3, channels=64, repeats=2, stride=2),
-        dict(gop='SA', dsm='LG', expansion=2, channels=64, repeats=1, stride=1),
-        dict(gop='SA', dsm='LG', expansion=3, channels=96, repeats=2, stride=2),
-    ])
 norm_cfg = dict(type='BN', requires_grad=True)
 num_classes = len(classes)
 # The background covers ~85% of the pixels; down-weighting it makes the shapes' classes learn
@@ -46,7 +35,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='UniNet',
-        arch=uninet_tiny,
+        arch=_base_.uninet_tiny,
         out_indices=(1, 2, 4, 5),
         drop_path_rate=0.0,
         norm_cfg=norm_cfg,
