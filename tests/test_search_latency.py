@@ -272,7 +272,7 @@ def test_tool_build_resume_and_validate(tmp_path):
     for words in ('within +-10%', 'k x FLOPs', 'Spearman', 'repeatability', 'B0'):
         assert words in valid.stdout
     data = json.loads(result.read_text())
-    assert data['num_archs'] == 4 and len(data['rows']) == 5  # 4 sampled + B0
+    assert data['num_archs'] == 4 and len(data['rows']) == 6  # 4 sampled + B0, B1 (same arch)
     assert 'b2' in data['not_covered']  # other stage 0: not in this table
     row = data['rows'][0]
     assert row['flops_ms'] == pytest.approx(data['flops_k_ms_per_mac'] * row['flops'])
@@ -282,7 +282,7 @@ def test_tool_build_resume_and_validate(tmp_path):
 def latency_cfg(table_path, **reward):
     cfg = Config.fromfile(str(SYNTHETIC))
     cfg.search_space = dict(TINY_SPACE)
-    cfg.reward = dict(cost='latency', target=1.0, alpha=0.07, hard=False, table=table_path,
+    cfg.reward = dict(dict(cost='latency', target=1.0, alpha=0.07, hard=False, table=table_path),
                       **reward)
     return cfg
 

@@ -662,30 +662,42 @@ class LatencyTable:
         """Rough time of the remaining samples (warm-up included) at a MAC throughput."""
         total = 0.0
         batch = self.settings['batch']
-        per_run = 2 if self.settings['mode'] == 'train' else 1
+        per_run = 3 if self.settings['mode'] == 'train' else 1  # backward ~ 2x forward
         for key, missing in self.todo().items():
             piece = _piece_from_dict(self.data['pieces'][key])
-            run_ms = overhead_ms + per_run * 3 * piece.macs(batch) / throughput_gmacs / 1e6
+            run_ms = overhead_ms + per_run * piece.macs(batch) / throughput_gmacs / 1e6
             total += run_ms * (missing + self.data['warmup'])
         return total / 1e3
 
-    def calibrate(self) -> Tuple[float, float]:
-        """(GMAC/s, overhead ms) of this device from two pieces timed once (for estimates)."""
-        pieces = sorted(self.pieces.values(), key=lambda p: p.macs())
-        blocks = [p for p in pieces if p.kind == 'block' and p.op == 'DWConv'] or pieces
-        small, large = blocks[0], blocks[-1]
+    def calibrate(self, probe_macs: float = 1e9) -> Tuple[float, float]:
+        """(GMAC/s, overhead ms per call) of this device for :meth:`estimate_seconds`: the
+        smallest piece timed once gives the overhead, and the largest convolution, attention
+        and downsampling pieces below ``probe_macs`` the throughput (their mean)."""
+        batch = self.settings['batch']
+        pieces = sorted((p for p in self.pieces.values() if p.kind in ('block', 'dsm')),
+                        key=lambda p: p.macs(batch))
+        if not pieces:
+            return 20.0, 0.5
+        probes = []
+        for wanted in (('block', ('DWConv', 'Conv')), ('block', ('SA', 'LSA')),
+                       ('dsm', ('L', 'LG', 'G'))):
+            fits = [p for p in pieces if p.kind == wanted[0] and p.op in wanted[1]
+                    and p.macs(batch) <= probe_macs]
+            if fits:
+                probes.append(fits[-1])
+        per_run = 3 if self.settings['mode'] == 'train' else 1  # backward ~ 2x forward
+
+        def once(piece: Piece) -> float:
+            step = make_step(build_piece(piece), make_input(piece, batch,
+                                                            self.settings['device']),
+                             self.settings)
+            step()
+            return Timer(self.settings)(step)
         with device_settings(self.settings):
-            times = []
-            for piece in (small, large):
-                step = make_step(build_piece(piece), make_input(
-                    piece, self.settings['batch'], self.settings['device']), self.settings)
-                timer = Timer(self.settings)
-                step()
-                times.append(timer(step))
-        overhead = max(times[0] - 3 * small.macs(self.settings['batch']) / 50e9 * 1e3, 0.01)
-        gmacs = 3 * large.macs(self.settings['batch']) / 1e9 / max(
-            (times[1] - overhead) / 1e3, 1e-6)
-        return max(gmacs, 0.1), overhead
+            overhead = once(pieces[0])
+            rates = [per_run * p.macs(batch) / 1e9 / max((once(p) - overhead) / 1e3, 1e-6)
+                     for p in probes]
+        return (statistics.mean(rates) if rates else 20.0), overhead
 
     def measure(self, path: Optional[str] = None, logger: Optional[MMLogger] = None,
                 progress: Optional[Callable[[int, int], None]] = None,
