@@ -15,6 +15,7 @@ covers. See ``uninet_mm/search/latency.py`` for what is measured and how.
 """
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -75,7 +76,8 @@ def build(args: argparse.Namespace) -> int:
     table = LatencyTable.plan_build(space, device=args.device, input_size=args.input_size,
                                     batch=args.batch, dtype=args.dtype, mode=args.mode,
                                     threads=args.threads, extra_archs=args.extra_archs,
-                                    warmup=args.warmup, repeats=args.repeats)
+                                    warmup=args.warmup, repeats=args.repeats,
+                                    passes=args.passes)
     out = Path(args.out)
     if out.exists():
         if not args.resume:
@@ -88,8 +90,9 @@ def build(args: argparse.Namespace) -> int:
     todo = table.todo()
     pieces = len(table.data['pieces'])
     samples = sum(todo.values())
-    print(f'  {pieces} pieces, {len(todo)} still to time: {samples} timed runs '
-          f'(+{table.data["warmup"]} warm-up each, median of {table.data["repeats"]})')
+    print(f'  {pieces} pieces, {len(todo)} still to time: {samples} timed runs (median of '
+          f'{table.data["repeats"]} per piece, in {table.data["passes"]} passes over all pieces, '
+          f'+{table.data["warmup"]} warm-up per piece and pass)')
     if not todo:
         table.data['complete'] = True
         table.save(str(out))
@@ -173,12 +176,14 @@ def validate(args: argparse.Namespace) -> int:
             not_covered[name] = str(exc)
     archs = sampled + published
     start = time.perf_counter()
+    load_before = os.getloadavg()
     print(f'measuring {len(archs)} whole networks ({args.warmup} warm-up, {args.repeats} '
           f'interleaved rounds)...', flush=True)
     measured = measure_networks(archs, settings, mlp_input_size=space.input_size,
                                 warmup=args.warmup, repeats=args.repeats,
                                 progress=Progress('timed'))
     seconds = time.perf_counter() - start
+    load = [round(v, 2) for v in load_before + os.getloadavg()]
     threads = torch.get_num_threads()
     if settings['threads']:
         torch.set_num_threads(settings['threads'])
@@ -223,14 +228,17 @@ def validate(args: argparse.Namespace) -> int:
           f'network): median {100 * statistics.median(repeat):.2f}%, max {100 * max(repeat):.2f}%')
     for name, reason in not_covered.items():
         print(f'  {name.upper()}: not predicted: {reason}')
-    print(f'  whole networks measured in {fmt_seconds(seconds)}')
+    print(f'  whole networks measured in {fmt_seconds(seconds)}; load average (1, 5, 15 min) '
+          f'before {load[:3]}, after {load[3:]}; table built at {table.data["environment"].get("load_average")} '
+          f'.. {table.data.get("load_average_end")}')
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(dict(
             table=args.table, identity=table.identity, config=args.config, seed=args.seed,
             num_archs=n, rows=rows, table_stats=table_stats, flops_stats=flops_stats,
             flops_k_ms_per_mac=k, infeasible_skipped=infeasible, not_covered=not_covered,
-            measure_seconds=seconds, environment=table.data['environment']), indent=1))
+            measure_seconds=seconds, load_average=load,
+            environment=table.data['environment']), indent=1))
         print(f'  written to {args.out}')
     return 0
 
@@ -312,7 +320,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    'the wall clock above)')
     b.add_argument('--out', required=True, help='table JSON to write')
     b.add_argument('--resume', action='store_true', help='continue the stopped build in --out')
-    b.add_argument('--repeats', type=int, default=5, help='timed runs per piece (median)')
+    b.add_argument('--repeats', type=int, default=6, help='timed runs per piece (median)')
+    b.add_argument('--passes', type=int, default=3,
+                   help='passes over all pieces, each adding repeats/passes samples (spreads '
+                   'every piece\'s samples over the whole build)')
     b.add_argument('--warmup', type=int, default=1, help='untimed runs per piece first')
     b.add_argument('--extra-archs', nargs='*', default=['b0', 'b1', 'b2', 'b3'],
                    help='published networks to cover too (default: b0 b1 b2 b3)')

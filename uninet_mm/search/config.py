@@ -193,11 +193,12 @@ def _latency_table(table_cfg: Any, reward: MnasReward, space: SearchSpace):
                                 f'with path and the build settings, got {table_cfg!r}')
     table_cfg = dict(table_cfg)
     path = table_cfg.pop('path')
-    build_keys = dict(warmup=table_cfg.pop('warmup', 1), repeats=table_cfg.pop('repeats', 5))
+    build_keys = dict(warmup=table_cfg.pop('warmup', 1), repeats=table_cfg.pop('repeats', 6),
+                      passes=table_cfg.pop('passes', 3))
     unknown = sorted(set(table_cfg) - set(SETTING_KEYS))
     if unknown:
         raise SearchConfigError(f'search config "reward.table" has unknown keys {unknown}; '
-                                f'allowed: path, warmup, repeats, {", ".join(SETTING_KEYS)}')
+                                f'allowed: path, warmup, repeats, passes, {", ".join(SETTING_KEYS)}')
     if 'input_size' in table_cfg and not isinstance(table_cfg['input_size'], int):
         table_cfg['input_size'] = list(table_cfg['input_size'])
     try:
@@ -238,7 +239,8 @@ def prepare_latency_table(settings: SearchSettings, logger=None) -> Optional[Lat
     build = settings.latency_build
     path = build['path']
     table = LatencyTable.plan_build(settings.space, **build['settings'],
-                                    warmup=build['warmup'], repeats=build['repeats'])
+                                    warmup=build['warmup'], repeats=build['repeats'],
+                                    passes=build['passes'])
     partial = Path(path + '.partial')
     if partial.is_file():
         table = table.continue_from(LatencyTable.load(str(partial), complete=False))

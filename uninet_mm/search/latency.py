@@ -27,7 +27,9 @@ is probed once on the table's device and stored in the table.
 Timing: CPU at one thread with the thread's CPU time (what the piece costs on an idle core;
 robust to other processes being scheduled), CPU with more threads with the wall clock (other
 processes do disturb it), CUDA with CUDA events after warm-up. Each piece is warmed up, then
-timed ``repeats`` times in rounds interleaved over a group of pieces; the median is kept.
+timed in rounds interleaved over a group of pieces, in ``passes`` passes over the whole
+table (each median then spans the whole build, not one busy moment); the median of
+``repeats`` samples is kept.
 
 Architectures that cannot run at the table's size (MLP token mixing has weights per token
 position, so it only runs at the size the space builds its networks for) are infeasible:
@@ -66,7 +68,9 @@ DEFAULT_OUT_INDICES = (1, 2, 4, 5)
 #: Settings that define a table; a table is refused for any other value of any of them.
 SETTING_KEYS = ('device', 'input_size', 'batch', 'dtype', 'mode', 'threads')
 DEFAULT_WARMUP = 1
-DEFAULT_REPEATS = 5
+DEFAULT_REPEATS = 6
+#: Passes over all pieces a build makes (each adds repeats / passes samples to every piece).
+DEFAULT_PASSES = 3
 #: Pieces timed together in interleaved rounds are grouped up to this many input bytes.
 GROUP_BYTES = 1 << 30
 GROUP_SIZE = 32
@@ -155,6 +159,7 @@ def environment(device: str) -> Dict[str, Any]:
     env = dict(machine=platform.node(), cpu=cpu, cpu_count=os.cpu_count(),
                cpu_capability=torch.backends.cpu.get_cpu_capability(),
                torch=torch.__version__, python=platform.python_version(),
+               load_average=[round(v, 2) for v in os.getloadavg()],
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
     if device == 'cuda' and torch.cuda.is_available():
         env['device_name'] = torch.cuda.get_device_name()
@@ -589,15 +594,17 @@ class LatencyTable:
                    input_size: Union[int, Sequence[int]] = (224, 224), batch: int = 1,
                    dtype: str = 'fp32', mode: str = 'forward', threads: Optional[int] = None,
                    extra_archs: Sequence[Union[str, Mapping]] = (),
-                   warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS
-                   ) -> 'LatencyTable':
+                   warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
+                   passes: int = DEFAULT_PASSES) -> 'LatencyTable':
         """An empty table (no piece measured yet) with its layouts probed and its pieces
         listed; :meth:`measure` fills it. ``extra_archs`` (e.g. ``['b0', 'b1']``) adds the
         pieces of networks outside the space."""
         settings = check_settings(device, input_size, batch, dtype, mode, threads)
         if not (isinstance(repeats, int) and repeats >= 1 and isinstance(warmup, int)
-                and warmup >= 0):
-            raise LatencyError(f'repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}')
+                and warmup >= 0 and isinstance(passes, int) and passes >= 1):
+            raise LatencyError(f'repeats and passes must be >= 1 and warmup >= 0, got '
+                               f'{repeats}, {passes}, {warmup}')
+        passes = min(passes, repeats)
         extra_specs = [parse_arch(a) for a in extra_archs]
         with device_settings(settings):
             layouts = probe_layouts(layouts_needed(space, extra_specs), settings)
@@ -605,6 +612,7 @@ class LatencyTable:
                     timer=timer_name(settings), space=_plain(space.config),
                     extra_archs=[s.to_dict() for s in extra_specs],
                     environment=environment(device), warmup=warmup, repeats=repeats,
+                    passes=passes,
                     layouts=layouts, pieces={}, entries={}, complete=False, build_seconds=0.0)
         table = cls(data)
         pieces = space_pieces(space, settings['input_size'], layouts, extra_specs)
@@ -616,14 +624,15 @@ class LatencyTable:
               input_size: Union[int, Sequence[int]] = (224, 224), batch: int = 1,
               dtype: str = 'fp32', mode: str = 'forward', threads: Optional[int] = None,
               extra_archs: Sequence[Union[str, Mapping]] = (), warmup: int = DEFAULT_WARMUP,
-              repeats: int = DEFAULT_REPEATS, path: Optional[str] = None,
-              logger: Optional[MMLogger] = None) -> 'LatencyTable':
+              repeats: int = DEFAULT_REPEATS, passes: int = DEFAULT_PASSES,
+              path: Optional[str] = None, logger: Optional[MMLogger] = None
+              ) -> 'LatencyTable':
         """Measure every piece of ``space`` at these settings (see :func:`check_settings`).
 
         With ``path``, progress is saved there as it goes and a partial table at ``path``
         with the same settings is continued (no sample is taken twice)."""
         table = cls.plan_build(space, device, input_size, batch, dtype, mode, threads,
-                               extra_archs, warmup, repeats)
+                               extra_archs, warmup, repeats, passes)
         if path is not None and Path(path).is_file():
             table = table.continue_from(cls.load(path, complete=False))
         table.measure(path=path, logger=logger)
@@ -637,10 +646,11 @@ class LatencyTable:
             raise LatencySettingsError(
                 f'{previous.path} was built for another search space (or other extra '
                 f'archs); build into a new file')
-        if (previous.data['repeats'], previous.data['warmup']) != (self.data['repeats'],
-                                                                  self.data['warmup']):
-            raise LatencySettingsError(f'{previous.path} was built with repeats/warmup '
-                                       f'{previous.data["repeats"]}/{previous.data["warmup"]}')
+        how = ('repeats', 'warmup', 'passes')
+        if [previous.data.get(k) for k in how] != [self.data[k] for k in how]:
+            raise LatencySettingsError(
+                f'{previous.path} was built with repeats/warmup/passes '
+                f'{"/".join(str(previous.data.get(k)) for k in how)}; resume with those')
         self.data['entries'] = dict(previous.data['entries'])
         self.data['build_seconds'] = previous.data.get('build_seconds', 0.0)
         self.data['environment'] = previous.data['environment']
@@ -666,7 +676,8 @@ class LatencyTable:
         for key, missing in self.todo().items():
             piece = _piece_from_dict(self.data['pieces'][key])
             run_ms = overhead_ms + per_run * piece.macs(batch) / throughput_gmacs / 1e6
-            total += run_ms * (missing + self.data['warmup'])
+            total += run_ms * (missing + self.data['warmup'] * min(missing,
+                                                                    self.data['passes']))
         return total / 1e3
 
     def calibrate(self, probe_macs: float = 1e9) -> Tuple[float, float]:
@@ -702,62 +713,74 @@ class LatencyTable:
     def measure(self, path: Optional[str] = None, logger: Optional[MMLogger] = None,
                 progress: Optional[Callable[[int, int], None]] = None,
                 save_every_s: float = 2.0, stop_after: Optional[int] = None) -> None:
-        """Time every piece not yet timed: groups of pieces, warm-up, then ``repeats``
-        interleaved rounds; samples are saved to ``path`` at most every ``save_every_s`` and
-        on any exit (Ctrl-C included). ``stop_after`` stops after that many samples (tests)."""
+        """Time every piece not yet timed, in ``passes`` passes over all pieces (so that each
+        median spans the whole build, not one moment of a shared machine); within a pass,
+        groups of pieces get a warm-up run each, then interleaved rounds. Samples are saved to
+        ``path`` at most every ``save_every_s`` and on any exit (Ctrl-C included).
+        ``stop_after`` stops after that many samples (tests)."""
         logger = logger or MMLogger.get_current_instance()
-        settings = self.settings
-        todo = self.todo()
-        total = sum(todo.values())
-        done = 0
-        start = time.perf_counter()
-        last_save = start
-        elapsed_before = self.data.get('build_seconds', 0.0)
-        entries = self.data['entries']
+        total = sum(self.todo().values())
+        state = dict(done=0, start=time.perf_counter(), last_save=time.perf_counter(),
+                     before=self.data.get('build_seconds', 0.0))
 
-        def save() -> None:
-            self.data['build_seconds'] = elapsed_before + time.perf_counter() - start
+        def save(force: bool = False) -> None:
+            now = time.perf_counter()
+            if not force and now - state['last_save'] < save_every_s:
+                return
+            state['last_save'] = now
+            self.data['build_seconds'] = state['before'] + now - state['start']
             if path is not None:
                 self.save(path)
+
+        def count() -> None:
+            state['done'] += 1
+            if progress is not None:
+                progress(state['done'], total)
+            if stop_after is not None and state['done'] >= stop_after:
+                raise _StopBuild()
+        passes, repeats = self.data.get('passes', 1), self.data['repeats']
         try:
-            with device_settings(settings):
-                for group in _groups([_piece_from_dict(self.data['pieces'][k]) for k in todo],
-                                     settings):
-                    steps = {}
-                    for piece in group:
-                        torch.manual_seed(0)
-                        steps[piece.key] = make_step(
-                            build_piece(piece),
-                            make_input(piece, settings['batch'], settings['device']), settings,
-                            input_grad=piece.kind != 'fixed')
-                        for _ in range(self.data['warmup']):
-                            steps[piece.key]()
-                    timer = Timer(settings)
-                    rounds = max(todo[k] for k in steps)
-                    for _ in range(rounds):
-                        for key, step in steps.items():
-                            samples = entries.setdefault(key, dict(samples=[]))['samples']
-                            if len(samples) >= self.data['repeats']:
-                                continue
-                            samples.append(round(timer(step), 6))
-                            entries[key]['ms'] = statistics.median(samples)
-                            done += 1
-                            if progress is not None:
-                                progress(done, total)
-                            if stop_after is not None and done >= stop_after:
-                                raise _StopBuild()
-                        if time.perf_counter() - last_save > save_every_s:
-                            save()
-                            last_save = time.perf_counter()
-                    del steps
+            with device_settings(self.settings):
+                for index in range(1, passes + 1):
+                    self._measure_pass(math.ceil(repeats * index / passes), count, save)
         except _StopBuild:
             pass
         finally:
             self.data['complete'] = not self.todo()
-            save()
+            self.data['load_average_end'] = [round(v, 2) for v in os.getloadavg()]
+            save(force=True)
         if self.data['complete']:
-            logger.info(f'latency table complete: {len(entries)} pieces, '
+            logger.info(f'latency table complete: {len(self.data["entries"])} pieces, '
                         f'{self.data["build_seconds"]:.0f} s')
+
+    def _measure_pass(self, wanted: int, count: Callable[[], None],
+                      save: Callable[[], None]) -> None:
+        """Bring every piece to ``wanted`` samples."""
+        settings, entries = self.settings, self.data['entries']
+        todo = {k: wanted - len(entries.get(k, {}).get('samples', []))
+                for k in self.data['pieces']}
+        todo = {k: n for k, n in todo.items() if n > 0}
+        for group in _groups([_piece_from_dict(self.data['pieces'][k]) for k in todo],
+                             settings):
+            steps = {}
+            for piece in group:
+                torch.manual_seed(0)
+                steps[piece.key] = make_step(
+                    build_piece(piece), make_input(piece, settings['batch'], settings['device']),
+                    settings, input_grad=piece.kind != 'fixed')
+                for _ in range(self.data['warmup']):
+                    steps[piece.key]()
+            timer = Timer(settings)
+            for _ in range(max(todo[k] for k in steps)):
+                for key, step in steps.items():
+                    samples = entries.setdefault(key, dict(samples=[]))['samples']
+                    if len(samples) >= wanted:
+                        continue
+                    samples.append(round(timer(step), 6))
+                    entries[key]['ms'] = statistics.median(samples)
+                    count()
+                save()
+            del steps
 
     # ------------------------------------------------------------------ files
     def save(self, path: str) -> None:
