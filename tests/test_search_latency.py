@@ -383,3 +383,12 @@ def test_old_search_states_still_resume(tmp_path):
     state['reward'].pop('cost')
     state.pop('latency_table')
     SearchDriver(**settings.driver_kwargs()).load_state_dict(state)
+
+
+def test_passes_spread_each_piece_over_the_build(space):
+    """With 2 passes every piece gets its first sample before any gets its second."""
+    table = LatencyTable.plan_build(space, input_size=TABLE_SIZE, repeats=2, warmup=0, passes=2)
+    pieces = len(table.data['pieces'])
+    table.measure(stop_after=pieces)
+    samples = [len(e['samples']) for e in table.data['entries'].values()]
+    assert len(samples) == pieces and set(samples) == {1}
