@@ -2,8 +2,9 @@
 # controller, PPO and seed) with the latency reward: r = a * (T / latency)^alpha, the latency
 # being that of the backbone at a detection size, 480x800 (H x W), batch 1, fp32, forward,
 # on this machine's CPU at one thread, predicted by a latency table of the space
-# (uninet_mm/search/latency.py). The table is built on first use (about 10 min on a 2-core
-# AMD EPYC; the search says how long before it starts), or beforehand with
+# (uninet_mm/search/latency.py). The table is built on first use (921 pieces: 16.6 min on
+# a 2-core AMD EPYC shared with other jobs at load 4-9; the search says how many pieces
+# and about how long before it starts), or beforehand with
 #   python tools/analysis_tools/latency_table.py build \
 #       configs/search/uninet_search_synthetic_latency.py --device cpu --input-size 480x800 \
 #       --threads 1 --out work_dirs/latency/synthetic_cpu1_fp32_480x800.json
@@ -17,7 +18,7 @@ _base_ = ['./uninet_search_synthetic.py']
 reward = dict(
     cost='latency',
     # T (ms) near the geometric middle of what this space's runnable networks take at 480x800
-    # on the machine of the README's numbers (58 ms to 8.7 s predicted for the 688 runnable
+    # on the machine of the README's numbers (55 ms to 8.3 s predicted for the 688 runnable
     # ones among 2,000 sampled architectures, 2-core AMD EPYC, 1 thread). With the soft reward
     # T scales every reward alike and does not change which network wins; it matters with
     # hard=True (MnasNet's hard constraint). On another machine, look at the latencies the

@@ -127,8 +127,6 @@ def check_settings(device: str = 'cpu', input_size: Union[int, Sequence[int]] = 
     if device == 'cuda':
         if threads is not None:
             raise LatencyError('latency threads is a CPU setting; leave it None for cuda')
-        if dtype == 'fp16' and mode == 'train':
-            pass  # autocast fp16 training without a grad scaler still times the same kernels
     else:
         if threads is None:
             threads = 1
@@ -550,7 +548,6 @@ def probe_layouts(ops: Iterable[Tuple[str, str]], settings: Mapping[str, Any]
     for kind, op in ops:
         for layout in ((CF,) if kind == 'stem' else (CF, CL)):
             if kind == 'stem':
-                piece = Piece('block', 'stem', 3, 32, (8, 8), layout)
                 module = ConvNormAct(3, 32, 3, 2, dict(type='BN'))
                 x = make_input(Piece('fixed', 'stem', 3, 32, (8, 8)), 1, settings['device'])
             else:
