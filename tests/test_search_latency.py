@@ -324,6 +324,17 @@ def test_latency_reward_is_recomputed_from_the_log(tmp_path, table_path):
     header = Path(top[0]['cls_config']).read_text()
     assert 'Predicted latency' in header and '32x48' in header
     assert Path(outputs['picture']).stat().st_size > 0
+    # the tool measures a finished search's top architectures whole, beside the table's numbers
+    tool = [sys.executable, str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py')]
+    done = subprocess.run(tool + ['compare', '--table', table_path, '--runs', str(tmp_path),
+                                  '--repeats', '1', '--out', str(tmp_path / 'compare.json')],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / 'compare.json').read_text())['rows']
+    assert [r['rank'] for r in rows] == [entry['rank'] for entry in top]
+    for row in rows:
+        assert row['measured_ms'] > 0 and row['infeasible'] is None
+        assert row['predicted_ms'] == pytest.approx(table.predict(row['arch']))
 
 
 def test_hard_latency_reward():
