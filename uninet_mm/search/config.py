@@ -3,7 +3,10 @@
 A search config has these top-level entries (see ``configs/search/uninet_search_synthetic.py``):
 
 ``search_space``  kwargs of :class:`~uninet_mm.search.space.SearchSpace` (or a ``preset``)
-``reward``        ``target`` (t, FLOPs), ``alpha``, ``hard``
+``reward``        ``target`` (t), ``alpha``, ``hard``, ``cost`` ('flops' or 'latency') and, for
+                  the latency cost, ``table``: a latency table file, or
+                  ``dict(path=..., device, input_size, batch, dtype, mode, threads)``, checked
+                  against those settings and built on first use when the file is missing
 ``controller``    kwargs of :class:`~uninet_mm.search.controller.LSTMController`
 ``ppo``           kwargs of :class:`~uninet_mm.search.ppo.PPOTrainer`
 ``search``        ``max_trials``, ``archs_per_update``, ``seed``, ``failure_reward``, ``top_k``
@@ -16,10 +19,14 @@ Every problem raises :class:`SearchConfigError` naming the entry and what to cha
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-from .reward import MnasReward
+import torch
+
+from .latency import SETTING_KEYS, LatencyError, LatencyTable, check_settings
+from .reward import COSTS, MnasReward
 from .space import SearchSpace
 
 SECTIONS = ('search_space', 'reward', 'controller', 'ppo', 'search', 'ray', 'proxy')
@@ -45,13 +52,21 @@ class SearchSettings:
     ray: Dict[str, Any]
     proxy: Dict[str, Any]
     extra: Dict[str, Any] = field(default_factory=dict)
+    #: The latency table of the reward (None: FLOPs only, or not built yet).
+    latency: Optional[LatencyTable] = None
+    #: ``dict(path, settings, warmup, repeats)`` of a table to build before the first trial.
+    latency_build: Optional[Dict[str, Any]] = None
 
     def driver_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of :class:`~uninet_mm.search.loop.SearchDriver`."""
+        if self.latency_build is not None and self.latency is None:
+            raise SearchConfigError('the latency table is not built yet; call '
+                                    'prepare_latency_table(settings) first')
         return dict(space=self.space, reward=self.reward, max_trials=self.search['max_trials'],
                     controller=self.controller, ppo=self.ppo,
                     archs_per_update=self.search['archs_per_update'],
-                    seed=self.search['seed'], failure_reward=self.search['failure_reward'])
+                    seed=self.search['seed'], failure_reward=self.search['failure_reward'],
+                    latency=self.latency)
 
 
 def _section(cfg: Mapping, name: str, required: bool = True) -> Dict[str, Any]:
@@ -104,14 +119,27 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None) -> Searc
     except ValueError as exc:
         raise SearchConfigError(f'search config "search_space": {exc}') from None
     reward_cfg = _with_defaults('reward', _section(cfg, 'reward'),
-                                dict(target=None, alpha=0.07, hard=False))
+                                dict(target=None, alpha=0.07, hard=False, cost='flops',
+                                     table=None))
+    table_cfg = reward_cfg.pop('table')
+    if reward_cfg['cost'] not in COSTS:
+        raise SearchConfigError(f'search config "reward": cost = {reward_cfg["cost"]!r} is '
+                                f'unknown; use one of {list(COSTS)}')
     if reward_cfg['target'] is None:
-        raise SearchConfigError('search config "reward" needs target (t, the FLOPs target at '
-                                'the proxy input size; the paper uses 550e6 at ImageNet scale)')
+        if reward_cfg['cost'] == 'flops':
+            raise SearchConfigError('search config "reward" needs target (t, the FLOPs target '
+                                    'at the proxy input size; the paper uses 550e6 at ImageNet '
+                                    'scale)')
+        raise SearchConfigError(
+            'search config "reward" needs target (t in milliseconds, with the latency table\'s '
+            'settings): measure the latency you aim for, e.g. Swin-T\'s with '
+            'tools/analysis_tools/benchmark_backbone.py (see docs/latency.md), '
+            'and set it in the config or with --cfg-options reward.target=MILLISECONDS')
     try:
         reward = MnasReward(**reward_cfg)
     except (TypeError, ValueError) as exc:
         raise SearchConfigError(f'search config "reward": {exc}') from None
+    latency, latency_build = _latency_table(table_cfg, reward, space)
 
     search = _with_defaults('search', _section(cfg, 'search'), SEARCH_KEYS)
     if max_trials is not None:
@@ -150,4 +178,87 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None) -> Searc
                                 f'(or -1: retry without limit)')
     proxy = _section(cfg, 'proxy')
     return SearchSettings(space=space, reward=reward, controller=controller, ppo=ppo,
-                          search=search, ray=ray, proxy=proxy)
+                          search=search, ray=ray, proxy=proxy, latency=latency,
+                          latency_build=latency_build)
+
+
+def _latency_table(table_cfg: Any, reward: MnasReward, space: SearchSpace):
+    """``(table, None)`` for an existing table, ``(None, build)`` for one to build first,
+    ``(None, None)`` without one. Every problem raises :class:`SearchConfigError`."""
+    if table_cfg is None:
+        if reward.cost == 'latency':
+            raise SearchConfigError(
+                'search config "reward": cost=\'latency\' needs table: a latency table file '
+                '(tools/analysis_tools/latency_table.py build) or dict(path=..., device=..., '
+                'input_size=(H, W), batch=1, dtype=\'fp32\', mode=\'forward\') to build one '
+                'on first use')
+        return None, None
+    if isinstance(table_cfg, str):
+        table_cfg = dict(path=table_cfg)
+    if not isinstance(table_cfg, Mapping) or not isinstance(table_cfg.get('path'), str):
+        raise SearchConfigError(f'search config "reward": table must be a file path or a dict '
+                                f'with path and the build settings, got {table_cfg!r}')
+    table_cfg = dict(table_cfg)
+    path = table_cfg.pop('path')
+    build_keys = dict(warmup=table_cfg.pop('warmup', 1), repeats=table_cfg.pop('repeats', 6),
+                      passes=table_cfg.pop('passes', 3))
+    unknown = sorted(set(table_cfg) - set(SETTING_KEYS))
+    if unknown:
+        raise SearchConfigError(f'search config "reward.table" has unknown keys {unknown}; '
+                                f'allowed: path, warmup, repeats, passes, {", ".join(SETTING_KEYS)}')
+    if 'input_size' in table_cfg and not isinstance(table_cfg['input_size'], int):
+        table_cfg['input_size'] = list(table_cfg['input_size'])
+    try:
+        if Path(path).is_file():
+            table = LatencyTable.load(path, **table_cfg)
+        else:
+            if 'input_size' not in table_cfg:
+                raise SearchConfigError(
+                    f'search config "reward.table": {path} does not exist; build it with '
+                    f'tools/analysis_tools/latency_table.py build, or give the build settings '
+                    f'(device, input_size, batch, dtype, mode, threads) to build it on first use')
+            settings = check_settings(**table_cfg)
+            if settings['device'] == 'cuda' and not torch.cuda.is_available():
+                raise SearchConfigError(
+                    f'search config "reward.table": {path} does not exist and is to be built on '
+                    f'cuda, but torch sees no CUDA device here; build it on the GPU it is for '
+                    f'(tools/analysis_tools/latency_table.py build ... --device cuda --out '
+                    f'{path}) or run the search there')
+            return None, dict(path=path, settings=settings, **build_keys)
+    except LatencyError as exc:
+        raise SearchConfigError(f'search config "reward.table": {exc}') from None
+    missing = table.missing_for(space)
+    if missing:
+        raise SearchConfigError(f'search config "reward.table": {path} does not cover this '
+                                f'search space ({len(missing)} pieces missing, e.g. '
+                                f'{missing[0]!r}); build a table for this config')
+    return table, None
+
+
+def prepare_latency_table(settings: SearchSettings, logger=None) -> Optional[LatencyTable]:
+    """Build the reward's latency table if the config asks for one that does not exist yet
+    (saying first how many pieces and about how long), continuing a stopped build."""
+    from mmengine.logging import MMLogger
+
+    if settings.latency is not None or settings.latency_build is None:
+        return settings.latency
+    logger = logger or MMLogger.get_current_instance()
+    build = settings.latency_build
+    path = build['path']
+    table = LatencyTable.plan_build(settings.space, **build['settings'],
+                                    warmup=build['warmup'], repeats=build['repeats'],
+                                    passes=build['passes'])
+    partial = Path(path + '.partial')
+    if partial.is_file():
+        table = table.continue_from(LatencyTable.load(str(partial), complete=False))
+    todo = table.todo()
+    gmacs, overhead = table.calibrate()
+    logger.info(f'building the latency table {path} first: {table.describe()}, '
+                f'{len(table.data["pieces"])} pieces, {sum(todo.values())} timed runs left, '
+                f'about {table.estimate_seconds(gmacs, overhead) / 60:.1f} min (a rough '
+                f'estimate); progress is kept in {partial}')
+    table.measure(path=str(partial), logger=logger)
+    table.save(path)
+    partial.unlink()
+    settings.latency = table
+    return table

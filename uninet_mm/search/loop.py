@@ -25,12 +25,13 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import MMLogger
 
 from .controller import LSTMController
+from .latency import LatencyError, LatencyTable
 from .ppo import PPOTrainer
 from .reward import MnasReward
 from .space import SearchSpace
@@ -60,21 +61,28 @@ class SearchDriver:
 
     Args:
         space: the search space.
-        reward: accuracy/FLOPs reward (t, alpha, hard).
+        reward: the reward (t, alpha, hard, cost: FLOPs or latency).
         max_trials: architectures to score in total.
         controller: kwargs of :class:`LSTMController` (e.g. ``hidden_size``).
         ppo: kwargs of :class:`PPOTrainer`.
         archs_per_update: architectures per PPO update (default: the PPO ``batch_size``).
         seed: seeds the controller's initial weights and its sampling generator.
         failure_reward: reward of a failed trial, or None to leave failures out of the update.
+        latency: the latency table (required for ``reward.cost == 'latency'``; with the FLOPs
+            cost it only adds ``latency_ms`` to the log). Architectures it reports as
+            infeasible fail (with the reason) under the latency cost.
     """
 
     def __init__(self, space: SearchSpace, reward: MnasReward, max_trials: int,
                  controller: Optional[dict] = None, ppo: Optional[dict] = None,
                  archs_per_update: Optional[int] = None, seed: int = 0,
-                 failure_reward: Optional[float] = 0.0):
+                 failure_reward: Optional[float] = 0.0,
+                 latency: Optional[LatencyTable] = None):
+        if reward.cost == 'latency' and latency is None:
+            raise ValueError('a latency reward needs the latency table (latency=...)')
         self.space = space
         self.reward = reward
+        self.latency = latency
         self.max_trials = int(max_trials)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -144,25 +152,61 @@ class SearchDriver:
                 record['update'] = stats
         return record
 
+    def infeasible_reason(self, tokens: List[int]) -> Optional[str]:
+        """Why an architecture cannot be scored, known before training it (under the latency
+        cost: the table says it cannot run at the table's size), or None."""
+        if self.reward.cost != 'latency':
+            return None
+        reason = self.latency.infeasible_reason(self.space.decode(tokens))
+        return None if reason is None else f'infeasible at {self.latency.describe()}: {reason}'
+
+    def predict_latency(self, arch: Dict[str, Any]) -> Tuple[Optional[float], Optional[str]]:
+        """(latency in ms, None), or (None, why not)."""
+        if self.latency is None:
+            return None, 'no latency table'
+        try:
+            return self.latency.predict(arch), None
+        except LatencyError as exc:
+            return None, str(exc)
+
     def _record(self, entry: Dict[str, Any], result: Dict[str, Any]) -> Dict[str, Any]:
         status, error = result.get('status', 'ok'), result.get('error')
         accuracy, flops = result.get('accuracy'), result.get('flops')
+        arch = self.space.decode(entry['tokens'])
+        latency_ms, latency_error = self.predict_latency(arch)
         reward = None
         if status == 'ok':
             try:
-                reward = self.reward(accuracy, flops)
+                if self.reward.cost == 'latency' and latency_ms is None:
+                    raise ValueError(latency_error)
+                cost = latency_ms if self.reward.cost == 'latency' else flops
+                reward = self.reward(accuracy, cost)
             except (TypeError, ValueError) as exc:
                 status, error = 'failed', f'unusable result: {exc}'
         if status != 'ok':
             reward = self.failure_reward
-        return dict(trial=entry['index'], tokens=list(entry['tokens']),
-                    arch=self.space.decode(entry['tokens']),
-                    input_size=list(self.space.input_size), flops=flops,
-                    params=result.get('params'), accuracy=accuracy, reward=reward,
-                    t=self.reward.target, alpha=self.reward.alpha, hard=self.reward.hard,
-                    seconds=result.get('seconds'), cpu_seconds=result.get('cpu_seconds'),
-                    status=status, error=error,
-                    batch=len(self.updates))
+        record = dict(trial=entry['index'], tokens=list(entry['tokens']), arch=arch,
+                      input_size=list(self.space.input_size), flops=flops,
+                      params=result.get('params'), accuracy=accuracy, reward=reward,
+                      t=self.reward.target, alpha=self.reward.alpha, hard=self.reward.hard,
+                      cost=self.reward.cost,
+                      seconds=result.get('seconds'), cpu_seconds=result.get('cpu_seconds'),
+                      status=status, error=error,
+                      batch=len(self.updates))
+        if self.latency is not None:
+            record.update(latency_ms=latency_ms, latency_table=self.latency.identity)
+        return record
+
+    def _reward_state(self) -> Dict[str, Any]:
+        return dict(target=self.reward.target, alpha=self.reward.alpha, hard=self.reward.hard,
+                    cost=self.reward.cost)
+
+    def _latency_state(self) -> Optional[Dict[str, Any]]:
+        if self.latency is None:
+            return None
+        identity = dict(self.latency.identity)
+        identity.pop('path')  # the same table may be moved
+        return identity
 
     def _update(self) -> Optional[Dict[str, Any]]:
         used = [e for e in self.batch if e['reward'] is not None]
@@ -181,8 +225,7 @@ class SearchDriver:
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> Dict[str, Any]:
         return dict(version=STATE_VERSION, space=_plain(self.space.config),
-                    reward=dict(target=self.reward.target, alpha=self.reward.alpha,
-                                hard=self.reward.hard),
+                    reward=self._reward_state(), latency_table=self._latency_state(),
                     max_trials=self.max_trials, archs_per_update=self.archs_per_update,
                     failure_reward=self.failure_reward, ppo=self.ppo.state_dict(),
                     generator=self.generator.get_state(), batch=self.batch,
@@ -194,13 +237,16 @@ class SearchDriver:
         if state.get('version') != STATE_VERSION:
             raise ValueError(f'search state version {state.get("version")!r} is not '
                              f'{STATE_VERSION}; start a new search in another work dir')
+        # states written before the latency cost existed: FLOPs cost, no table
+        saved = dict(state, reward=dict(dict(cost='flops'), **state['reward']),
+                     latency_table=state.get('latency_table'))
         for key, now in (('space', _plain(self.space.config)),
-                         ('reward', dict(target=self.reward.target, alpha=self.reward.alpha,
-                                         hard=self.reward.hard)),
+                         ('reward', self._reward_state()),
+                         ('latency_table', self._latency_state()),
                          ('archs_per_update', self.archs_per_update),
                          ('failure_reward', self.failure_reward)):
-            if state[key] != now:
-                raise ValueError(f'cannot resume: the saved search has {key} = {state[key]!r}, '
+            if saved[key] != now:
+                raise ValueError(f'cannot resume: the saved search has {key} = {saved[key]!r}, '
                                  f'this config {now!r}; resume with the config the search '
                                  f'started with, or use a new work dir')
         self.ppo.load_state_dict(state['ppo'])
@@ -270,8 +316,10 @@ def log_progress(logger: MMLogger, driver: SearchDriver, record: Dict[str, Any])
     """One progress line per scored trial, one more per PPO update."""
     done = len(driver.history)
     if record['status'] == 'ok':
+        latency = (f'{record["latency_ms"]:.2f} ms, ' if record.get('latency_ms') is not None
+                   else '')
         logger.info(f'trial {record["trial"]} ({done}/{driver.max_trials}): accuracy '
-                    f'{record["accuracy"]:.4f}, {record["flops"] / 1e6:.2f}M FLOPs, '
+                    f'{record["accuracy"]:.4f}, {record["flops"] / 1e6:.2f}M FLOPs, {latency}'
                     f'{record["params"] / 1e6:.3f}M params, reward {record["reward"]:.4f}, '
                     f'{record["seconds"] or 0:.1f} s')
     else:
@@ -321,7 +369,11 @@ def run_embedded(driver: SearchDriver, trial_fn: TrialFn, work_dir: str,
         if proposal is None:
             raise RuntimeError('search driver has nothing to propose before it is finished '
                                '(bug)')
-        result = run_trial_safely(trial_fn, proposal['tokens'], proposal['index'])
+        reason = driver.infeasible_reason(proposal['tokens'])
+        if reason is not None:  # not trained: it cannot run where its latency counts
+            result = dict(status='failed', error=reason, seconds=0.0)
+        else:
+            result = run_trial_safely(trial_fn, proposal['tokens'], proposal['index'])
         record = driver.complete(proposal['index'], result)
         driver.save(work_dir)
         append_log(work_dir, record)

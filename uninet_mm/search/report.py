@@ -10,7 +10,9 @@
   with MLP stages get a fixed 800x1344 input (token mixing has weights per position), and
   none at all when those MLPs would exceed :data:`MAX_DET_MLP_PARAMS` at that size.
 * ``search.png``: reward per trial with the mean reward of every PPO update, and accuracy vs
-  FLOPs with the Pareto front (highest accuracy for at most that many FLOPs).
+  FLOPs with the Pareto front (highest accuracy for at most that many FLOPs); when the log
+  has latencies (a latency table in the reward), a third panel: accuracy vs latency with
+  its Pareto front.
 
 Generated configs name the project's base configs by absolute path (they live in the work
 dir, not in ``configs/``), so they load from anywhere on this machine.
@@ -62,10 +64,19 @@ def pareto_front(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, flo
 
 def _header(record: Dict[str, Any], rank: int, work_dir: Path) -> str:
     size = 'x'.join(str(s) for s in record['input_size'])
-    return (f'# Architecture {rank} of the UniNet search in {work_dir}: trial {record["trial"]}, '
+    unit = 'ms' if record.get('cost') == 'latency' else 'FLOPs'
+    text = (f'# Architecture {rank} of the UniNet search in {work_dir}: trial {record["trial"]}, '
             f'proxy top-1 {record["accuracy"]:.4f},\n# {record["flops"] / 1e6:.2f}M FLOPs and '
             f'{record["params"] / 1e6:.3f}M params at {size} (proxy), reward '
-            f'{record["reward"]:.4f} (t={record["t"]:g}, alpha={record["alpha"]}).\n')
+            f'{record["reward"]:.4f} (t={record["t"]:g} {unit}, alpha={record["alpha"]}).\n')
+    if record.get('latency_ms') is not None:
+        table = record.get('latency_table') or {}
+        h, w = table.get('input_size', ('?', '?'))
+        text += (f'# Predicted latency {record["latency_ms"]:.2f} ms: backbone at {h}x{w}, batch '
+                 f'{table.get("batch")}, {table.get("dtype")}, {table.get("mode")}, on '
+                 f'{table.get("device")} ({table.get("device_name")}), table '
+                 f'{table.get("path")} (sha256 {table.get("sha256")}).\n')
+    return text
 
 
 def _has_mlp(arch: Dict[str, Any]) -> bool:
@@ -172,14 +183,18 @@ def update_curve(updates: Sequence[Dict[str, Any]]) -> List[float]:
 
 def plot_search(history: Sequence[Dict[str, Any]], updates: Sequence[Dict[str, Any]],
                 path: str, top: Optional[Sequence[Dict[str, Any]]] = None) -> None:
-    """Reward vs trial (with each update's mean) and accuracy vs FLOPs with the Pareto front."""
+    """Reward vs trial (with each update's mean), accuracy vs FLOPs with the Pareto front and,
+    when the log has latencies, accuracy vs latency with its Pareto front."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     ok = [r for r in history if r.get('status') == 'ok']
     failed = [r for r in history if r.get('status') != 'ok']
-    fig, (ax_r, ax_a) = plt.subplots(1, 2, figsize=(12, 4.5))
+    timed = [r for r in ok if r.get('latency_ms') is not None]
+    cost = history[0].get('cost', 'flops') if history else 'flops'
+    fig, axes = plt.subplots(1, 3 if timed else 2, figsize=(18 if timed else 12, 4.5))
+    ax_r, ax_a = axes[0], axes[1]
     ax_r.scatter([r['trial'] for r in ok], [r['reward'] for r in ok], s=10, alpha=0.5,
                  label='trial')
     if failed:
@@ -191,7 +206,8 @@ def plot_search(history: Sequence[Dict[str, Any]], updates: Sequence[Dict[str, A
         ax_r.plot(mids, update_curve(updates), 'o-', color='black',
                   label='mean reward of a PPO update')
     ax_r.set_xlabel('trial')
-    ax_r.set_ylabel('reward  a * (t / f) ^ alpha')
+    ax_r.set_ylabel('reward  a * (t / f) ^ alpha' + ('  (f: latency)' if cost == 'latency'
+                                                     else '  (f: FLOPs)'))
     ax_r.set_title('reward vs trial')
     ax_r.legend(loc='lower right', fontsize=8)
 
@@ -203,15 +219,37 @@ def plot_search(history: Sequence[Dict[str, Any]], updates: Sequence[Dict[str, A
     if top:
         ax_a.scatter([r['flops'] / 1e6 for r in top], [r['accuracy'] for r in top], s=60,
                      facecolors='none', edgecolors='red', label=f'top {len(top)} by reward')
-    if history:
+    if history and cost == 'flops':
         ax_a.axvline(history[0]['t'] / 1e6, linestyle='--', color='gray', label='target t')
     ax_a.set_xlabel('FLOPs (M multiply-adds at the proxy input size)')
     ax_a.set_ylabel('proxy top-1 accuracy')
     ax_a.set_title('accuracy vs FLOPs')
     ax_a.legend(loc='lower right', fontsize=8)
+    if timed:
+        _plot_latency(axes[2], timed, top, history[0]['t'] if cost == 'latency' else None)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_latency(ax, timed: Sequence[Dict[str, Any]], top: Optional[Sequence[Dict[str, Any]]],
+                  target_ms: Optional[float]) -> None:
+    points = [(r['latency_ms'], r['accuracy']) for r in timed]
+    ax.scatter(*zip(*points), s=10, alpha=0.5, label='trial')
+    ax.step(*zip(*pareto_front(points)), where='post', color='black', label='Pareto front')
+    top = [r for r in (top or []) if r.get('latency_ms') is not None]
+    if top:
+        ax.scatter([r['latency_ms'] for r in top], [r['accuracy'] for r in top], s=60,
+                   facecolors='none', edgecolors='red', label=f'top {len(top)} by reward')
+    if target_ms is not None:
+        ax.axvline(target_ms, linestyle='--', color='gray', label='target t')
+    table = timed[0].get('latency_table') or {}
+    size = 'x'.join(str(s) for s in table.get('input_size', ()))
+    ax.set_xlabel(f'predicted latency (ms; backbone at {size}, {table.get("device")}, '
+                  f'{table.get("dtype")}, {table.get("mode")})')
+    ax.set_ylabel('proxy top-1 accuracy')
+    ax.set_title('accuracy vs latency')
+    ax.legend(loc='lower right', fontsize=8)
 
 
 def write_outputs(history: Sequence[Dict[str, Any]], updates: Sequence[Dict[str, Any]],

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from .config import SearchSettings, check_search_config
+from .config import SearchSettings, check_search_config, prepare_latency_table
 from .loop import STATE_NAME, SearchDriver, run_embedded, search_logger
 from .proxy import prepare_proxy, run_proxy_trial
 from .report import update_curve, write_outputs
@@ -29,8 +29,9 @@ class ProxyTrial:
 
 
 def prepare_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
-                   resume: bool = False):
-    """Check the config, prepare the data and build (or resume) the driver, before any trial.
+                   resume: bool = False, logger=None):
+    """Check the config, prepare the data (and the latency table the reward asks for, built
+    here if it does not exist yet) and build (or resume) the driver, before any trial.
 
     Returns ``(settings, proxy, driver)``; every config problem raises here.
     """
@@ -40,6 +41,7 @@ def prepare_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None
         raise FileExistsError(f'{work_dir} already holds a search ({state}); pass --resume to '
                               f'continue it or choose another --work-dir')
     proxy = prepare_proxy(settings.proxy, work_dir)
+    prepare_latency_table(settings, logger)
     driver = SearchDriver(**settings.driver_kwargs())
     if resume:
         driver.load(work_dir, max_trials=max_trials)
@@ -67,9 +69,12 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}; choose one of {list(BACKENDS)}')
     logger = search_logger(work_dir)
-    settings, proxy, driver = prepare_search(cfg, work_dir, max_trials, resume)
+    settings, proxy, driver = prepare_search(cfg, work_dir, max_trials, resume, logger)
     logger.info(f'search space: {settings.space!r}')
-    logger.info(f'reward: t={settings.reward.target:g} FLOPs, alpha={settings.reward.alpha}, '
+    if settings.latency is not None:
+        logger.info(f'latency table {settings.latency.path}: {settings.latency.describe()}')
+    logger.info(f'reward: t={settings.reward.target:g} {settings.reward.unit}, '
+                f'alpha={settings.reward.alpha}, '
                 f'hard={settings.reward.hard}; {driver.max_trials} trials, '
                 f'{driver.archs_per_update} per PPO update; backend {backend}')
     start = time.perf_counter()
@@ -92,8 +97,11 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
                 f'({scored} in this run, {seconds:.0f} s, {per_hour:.0f} trials/hour)')
     logger.info('mean reward per PPO update: ' + ', '.join(f'{v:.4f}' for v in curve))
     for entry in outputs['top']:
+        latency = (f', {entry["latency_ms"]:.2f} ms' if entry.get('latency_ms') is not None
+                   else '')
         logger.info(f'top {entry["rank"]}: trial {entry["trial"]}, reward {entry["reward"]:.4f}, '
-                    f'accuracy {entry["accuracy"]:.4f}, {entry["flops"] / 1e6:.2f}M FLOPs; '
+                    f'accuracy {entry["accuracy"]:.4f}, {entry["flops"] / 1e6:.2f}M FLOPs'
+                    f'{latency}; '
                     f'configs {entry["cls_config"]}, {entry["det_config"]}')
     logger.info(f'log {Path(work_dir) / "search_log.jsonl"}, picture {outputs["picture"]}')
     return dict(outputs, driver=driver, curve=curve, seconds=seconds, trials_per_hour=per_hour)

@@ -1,0 +1,405 @@
+"""The latency model (uninet_mm/search/latency.py), its tool and the latency reward, on a tiny
+space at a tiny size (one timed run per piece: seconds, not minutes)."""
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from uninet_mm.models.backbones.uninet import UniNet
+from uninet_mm.search.config import SearchConfigError, check_search_config
+from uninet_mm.search.latency import (CL, InfeasibleArchError, LatencyError, LatencySettingsError,
+                                      LatencyTable, MissingEntryError, Piece, Timer,
+                                      check_settings, error_stats, fit_flops_scale, layout_of,
+                                      measure_networks, spearman)
+from uninet_mm.search.loop import SearchDriver, read_log, run_embedded
+from uninet_mm.search.report import write_outputs
+from uninet_mm.search.reward import MnasReward
+from uninet_mm.search.space import SearchSpace
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTHETIC = REPO / 'configs' / 'search' / 'uninet_search_synthetic.py'
+TABLE_SIZE = (32, 48)  # not the space's 32x32: MLP archs are infeasible at it
+
+TINY_SPACE = dict(
+    base_arch=dict(stem_channels=8, head_channels=32, stages=[
+        dict(gop='DWConv', dsm=None, expansion=1, channels=8, repeats=1, stride=1),
+        dict(gop='DWConv', dsm='L', expansion=2, channels=16, repeats=1, stride=2),
+        dict(gop='DWConv', dsm='L', expansion=2, channels=16, repeats=1, stride=2),
+        dict(gop='DWConv', dsm='L', expansion=2, channels=32, repeats=1, stride=2),
+        dict(gop='SA', dsm='LG', expansion=2, channels=32, repeats=1, stride=1),
+        dict(gop='SA', dsm='LG', expansion=2, channels=32, repeats=1, stride=2)]),
+    gops=('SA', 'DWConv', 'MLP'), dsms=('L', 'LG'), expansions=(2, ), widths=(1.0, 1.5),
+    repeat_deltas=(0, 1), input_size=(32, 32))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def space() -> SearchSpace:
+    return SearchSpace(**TINY_SPACE)
+
+
+@pytest.fixture(scope='module')
+def table_path(tmp_path_factory, space) -> str:
+    path = str(tmp_path_factory.mktemp('latency') / 'tiny.json')
+    LatencyTable.build(space, input_size=TABLE_SIZE, repeats=1, warmup=0, extra_archs=['b0'],
+                       path=path)
+    return path
+
+
+def feasible_archs(table, space, count=8, seed=0):
+    rng = random.Random(seed)
+    archs = []
+    while len(archs) < count:
+        arch = space.decode(space.sample(rng))
+        if table.infeasible_reason(arch) is None:
+            archs.append(arch)
+    return archs
+
+
+def mlp_arch(space):
+    arch = space.base_arch.to_dict()
+    arch['stages'][2]['gop'] = 'MLP'
+    return arch
+
+
+# ------------------------------------------------------------------------------- the table
+def test_build_save_load_predict(table_path, space):
+    table = LatencyTable.load(table_path)
+    assert table.data['complete'] and table.settings['input_size'] == list(TABLE_SIZE)
+    assert table.settings['threads'] == 1 and table.data['timer'] == 'thread_cpu_time'
+    env = table.data['environment']
+    assert env['torch'] == torch.__version__ and env['machine'] and env['device_name']
+    for arch in feasible_archs(table, space):
+        ms = table.predict(arch)
+        assert ms > 0
+        assert ms == pytest.approx(sum(table.breakdown(arch).values()))
+    assert table.predict('b0') > 0  # an extra arch outside the space
+    assert table.missing_for(space) == []
+    # a loaded table predicts the same as the one in memory
+    again = LatencyTable(json.loads(Path(table_path).read_text()))
+    arch = feasible_archs(table, space, 1)[0]
+    assert again.predict(arch) == table.predict(arch)
+
+
+def test_every_arch_of_the_space_is_covered(table_path, space):
+    """The enumeration of pieces covers what plan_arch asks for, for any sampled arch."""
+    table = LatencyTable.load(table_path)
+    rng = random.Random(1)
+    for _ in range(200):
+        arch = space.decode(space.sample(rng))
+        if table.infeasible_reason(arch) is None:
+            table.predict(arch)
+
+
+def test_pieces_are_what_the_backbone_runs(table_path, space):
+    """Each DSM and block gets, inside UniNet, exactly the input shape and memory layout its
+    table key says (the layouts were probed, not assumed), and the returned maps that are not
+    NCHW are the ones with a copy piece."""
+    table = LatencyTable.load(table_path)
+    for arch in feasible_archs(table, space, 6, seed=3):
+        model = UniNet(arch=arch).eval()
+        seen = []
+
+        def hook(module, inputs, stage, kind):
+            x = inputs[0]
+            h, w = x.shape[2:]
+            if kind == 'dsm':
+                piece = Piece('dsm', stage['dsm'], x.shape[1], stage['channels'], (h, w),
+                              layout_of(x), stride=stage['stride'])
+            else:
+                piece = Piece('block', stage['gop'], stage['channels'], stage['channels'],
+                              (h, w), layout_of(x), expansion=stage['expansion'])
+            seen.append(piece.key)
+        for index, stage in enumerate(arch['stages'][1:], start=1):
+            module = model.stages[index]
+            module.downsample.register_forward_pre_hook(
+                lambda m, i, s=stage: hook(m, i, s, 'dsm'))
+            for block in module.blocks:
+                block.register_forward_pre_hook(lambda m, i, s=stage: hook(m, i, s, 'block'))
+        stage_out = {}
+        for index in (1, 2, 4, 5):
+            model.stages[index].register_forward_hook(
+                lambda m, i, out, k=index: stage_out.__setitem__(k, out))
+        with torch.no_grad():
+            model(torch.randn(1, 3, *TABLE_SIZE))
+        plan = table.plan(arch)
+        expected = {k: c for k, c in plan.counts.items() if k.startswith(('dsm', 'block'))}
+        assert {k: seen.count(k) for k in set(seen)} == expected
+        copies = sorted(k for k in plan.counts if k.startswith('copy'))
+        assert copies == sorted(
+            f'copy c{o.shape[1]} @{o.shape[2]}x{o.shape[3]}' for o in stage_out.values()
+            if layout_of(o) == CL)
+
+
+def test_a_table_is_refused_for_other_settings(table_path):
+    LatencyTable.load(table_path, device='cpu', input_size=TABLE_SIZE, batch=1, threads=1)
+    for wrong, word in ((dict(input_size=(64, 64)), 'input_size'), (dict(batch=2), 'batch'),
+                        (dict(mode='train'), 'mode'), (dict(threads=2), 'threads'),
+                        (dict(dtype='bf16'), 'dtype')):
+        with pytest.raises(LatencySettingsError, match=word) as info:
+            LatencyTable.load(table_path, **wrong)
+        assert 'other settings' in str(info.value)
+
+
+def test_an_arch_outside_the_table_names_the_missing_entry(table_path, space):
+    table = LatencyTable.load(table_path)
+    arch = space.base_arch.to_dict()
+    arch['stages'][3]['channels'] = 40  # no width choice gives 40
+    with pytest.raises(MissingEntryError) as info:
+        table.predict(arch)
+    assert "'dsm L 16>40 s2 @4x6 cf'" in str(info.value)
+    assert 'outside the space' in str(info.value)
+
+
+def test_infeasible_archs_are_reported_not_predicted(table_path, space):
+    table = LatencyTable.load(table_path)
+    arch = mlp_arch(space)
+    reason = table.infeasible_reason(arch)
+    assert 'stage 2' in reason and 'MLP' in reason and '32x32' in reason and '32x48' in reason
+    with pytest.raises(InfeasibleArchError, match='MLP'):
+        table.predict(arch)
+    assert table.infeasible_reason(space.base_arch.to_dict()) is None
+
+
+def test_mlp_archs_are_feasible_at_the_size_they_are_built_for(space):
+    table = LatencyTable.build(space, input_size=(32, 32), repeats=1, warmup=0)
+    arch = mlp_arch(space)
+    assert table.infeasible_reason(arch) is None and table.predict(arch) > 0
+
+
+def test_stopped_build_resumes_without_timing_anything_twice(tmp_path, space, monkeypatch):
+    timed = []
+    original = Timer.__call__
+
+    def counting(self, step):
+        timed.append(step)
+        return original(self, step)
+    monkeypatch.setattr(Timer, '__call__', counting)
+    path = str(tmp_path / 't.json')
+    first = LatencyTable.plan_build(space, input_size=TABLE_SIZE, repeats=2, warmup=0)
+    needed = sum(first.todo().values())
+    first.measure(path=path, stop_after=needed // 3)
+    partial = LatencyTable.load(path, complete=False)
+    assert not partial.data['complete'] and len(timed) == needed // 3
+    with pytest.raises(LatencyError, match='incomplete'):
+        LatencyTable.load(path)
+    with pytest.raises(MissingEntryError, match='not timed yet'):
+        for arch in feasible_archs(partial, space, 20):
+            partial.predict(arch)
+    resumed = LatencyTable.build(space, input_size=TABLE_SIZE, repeats=2, warmup=0, path=path)
+    assert len(timed) == needed  # the remaining samples only
+    assert resumed.data['complete'] and LatencyTable.load(path).data['complete']
+    samples = [len(e['samples']) for e in resumed.data['entries'].values()]
+    assert set(samples) == {2} and len(samples) == len(resumed.data['pieces'])
+    with pytest.raises(LatencySettingsError):
+        LatencyTable.build(space, input_size=TABLE_SIZE, repeats=2, warmup=0, batch=2,
+                           path=path)
+
+
+@pytest.mark.parametrize('kwargs, words', [
+    (dict(device='tpu'), ['device', 'tpu']),
+    (dict(device='cuda', threads=2), ['threads', 'cuda']),
+    (dict(dtype='fp16'), ['fp16', 'CUDA']),
+    (dict(dtype='int8'), ['dtype']),
+    (dict(mode='backward'), ['mode']),
+    (dict(batch=0), ['batch']),
+    (dict(input_size=(800, )), ['input_size']),
+    (dict(threads=0), ['threads']),
+])
+def test_bad_settings_are_refused(kwargs, words):
+    with pytest.raises(LatencyError) as info:
+        check_settings(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_cuda_settings_without_a_gpu(space):
+    settings = check_settings(device='cuda', input_size=(800, 1333), dtype='bf16')
+    assert settings['threads'] is None and settings['dtype'] == 'bf16'
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present: the refusal below is for machines without one')
+    with pytest.raises(LatencyError, match='no CUDA device'):
+        LatencyTable.build(space, device='cuda', input_size=TABLE_SIZE, dtype='bf16')
+
+
+def test_whole_network_timing_and_statistics(table_path, space):
+    table = LatencyTable.load(table_path)
+    archs = feasible_archs(table, space, 3)
+    results = measure_networks(archs, table.settings, repeats=2)
+    assert [len(r['samples']) for r in results] == [2, 2, 2]
+    assert all(r['ms'] > 0 for r in results)
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    stats = error_stats([105, 80, 100], [100, 100, 100])
+    assert stats['within'] == pytest.approx(2 / 3) and stats['median_error'] == pytest.approx(0.05)
+    assert fit_flops_scale([1e9, 2e9, 4e9], [10, 30, 40]) == pytest.approx(1e-8)
+
+
+# ------------------------------------------------------------------------------- the tool
+def test_tool_build_resume_and_validate(tmp_path):
+    config = tmp_path / 'tiny_search.py'
+    config.write_text(f"_base_ = ['{SYNTHETIC}']\n"
+                      f"search_space = {TINY_SPACE!r}\n")
+    out = tmp_path / 'table.json'
+    tool = [sys.executable, str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py')]
+    build = tool + ['build', str(config), '--input-size', '32x48', '--repeats', '1',
+                    '--warmup', '0', '--out', str(out), '--extra-archs', 'b0']
+    done = subprocess.run(build, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert 'pieces' in done.stdout and 'estimated time' in done.stdout
+    again = subprocess.run(build, capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 2 and '--resume' in again.stderr
+    resumed = subprocess.run(build + ['--resume'], capture_output=True, text=True, cwd=REPO)
+    assert resumed.returncode == 0 and 'nothing left to measure' in resumed.stdout
+    result = tmp_path / 'validation.json'
+    valid = subprocess.run(tool + ['validate', str(config), '--table', str(out), '--num-archs',
+                                   '4', '--seed', '0', '--repeats', '2', '--out', str(result)],
+                           capture_output=True, text=True, cwd=REPO)
+    assert valid.returncode == 0, valid.stderr
+    for words in ('within +-10%', 'k x FLOPs', 'Spearman', 'repeatability', 'B0'):
+        assert words in valid.stdout
+    data = json.loads(result.read_text())
+    assert data['num_archs'] == 4 and len(data['rows']) == 6  # 4 sampled + B0, B1 (same arch)
+    assert 'b2' in data['not_covered']  # other stage 0: not in this table
+    row = data['rows'][0]
+    assert row['flops_ms'] == pytest.approx(data['flops_k_ms_per_mac'] * row['flops'])
+
+
+# ------------------------------------------------------------------------------- the reward
+def latency_cfg(table_path, **reward):
+    cfg = Config.fromfile(str(SYNTHETIC))
+    cfg.search_space = dict(TINY_SPACE)
+    cfg.reward = dict(dict(cost='latency', target=1.0, alpha=0.07, hard=False, table=table_path),
+                      **reward)
+    return cfg
+
+
+def fake_trial(tokens, index):
+    return dict(accuracy=1.0 - 0.03 * sum(tokens) / len(tokens), flops=1e6 * (1 + sum(tokens)),
+                params=1e5, seconds=0.0)
+
+
+def test_latency_reward_is_recomputed_from_the_log(tmp_path, table_path):
+    settings = check_search_config(latency_cfg(table_path, hard=False), max_trials=12)
+    settings.search['archs_per_update'] = 4
+    calls = []
+
+    def trial(tokens, index):
+        calls.append(index)
+        return fake_trial(tokens, index)
+    driver = run_embedded(SearchDriver(**settings.driver_kwargs()), trial, str(tmp_path))
+    log = read_log(str(tmp_path))
+    table = LatencyTable.load(table_path)
+    assert len(log) == 12
+    ok = [r for r in log if r['status'] == 'ok']
+    assert ok and all(r['cost'] == 'latency' for r in log)
+    for record in ok:
+        assert record['latency_ms'] == pytest.approx(table.predict(record['arch']))
+        assert record['reward'] == pytest.approx(
+            record['accuracy'] * (record['t'] / record['latency_ms']) ** record['alpha'])
+        assert record['flops'] is not None and record['params'] is not None
+        assert record['latency_table']['sha256'] == table.identity['sha256']
+        assert record['latency_table']['input_size'] == list(TABLE_SIZE)
+    for record in log:
+        if record['status'] != 'ok':  # MLP archs: infeasible, never trained
+            assert 'infeasible' in record['error'] and 'MLP' in record['error']
+            assert record['trial'] not in calls and record['reward'] == 0.0
+    assert any(r['status'] != 'ok' for r in log)
+    outputs = write_outputs(driver.history, driver.updates, str(tmp_path), k=3)
+    top = json.loads(Path(outputs['top_json']).read_text())
+    assert all(entry['latency_ms'] is not None for entry in top)
+    header = Path(top[0]['cls_config']).read_text()
+    assert 'Predicted latency' in header and '32x48' in header
+    assert Path(outputs['picture']).stat().st_size > 0
+    # the tool measures a finished search's top architectures whole, beside the table's numbers
+    tool = [sys.executable, str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py')]
+    done = subprocess.run(tool + ['compare', '--table', table_path, '--runs', str(tmp_path),
+                                  '--repeats', '1', '--out', str(tmp_path / 'compare.json')],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / 'compare.json').read_text())['rows']
+    assert [r['rank'] for r in rows] == [entry['rank'] for entry in top]
+    for row in rows:
+        assert row['measured_ms'] > 0 and row['infeasible'] is None
+        assert row['predicted_ms'] == pytest.approx(table.predict(row['arch']))
+
+
+def test_hard_latency_reward():
+    reward = MnasReward(target=10.0, hard=True, cost='latency')
+    assert reward(0.5, 8.0) == pytest.approx(0.5) and reward(0.5, 20.0) == pytest.approx(0.25)
+    assert reward.unit == 'ms'
+    with pytest.raises(ValueError, match='cost'):
+        MnasReward(cost='energy')
+    with pytest.raises(ValueError, match='milliseconds'):
+        MnasReward(target=0, cost='latency')
+
+
+def test_latency_config_errors(tmp_path, table_path):
+    cases = [
+        (dict(table=None), ['needs table']),
+        (dict(table=str(tmp_path / 'none.json')), ['does not exist', 'build']),
+        (dict(target=None), ['target', 'milliseconds']),
+        (dict(table=dict(path=table_path, input_size=(64, 64))), ['other settings',
+                                                                  'input_size']),
+        (dict(table=dict(path=table_path, colour='red')), ['unknown keys']),
+        (dict(cost='energy'), ['cost']),
+    ]
+    for change, words in cases:
+        cfg = latency_cfg(table_path)
+        cfg.reward.update(change)
+        with pytest.raises(SearchConfigError) as info:
+            check_search_config(cfg)
+        for word in words:
+            assert word in str(info.value), (change, str(info.value))
+    # a table of another space
+    cfg = latency_cfg(table_path)
+    cfg.search_space['widths'] = (0.5, 1.0)
+    with pytest.raises(SearchConfigError, match='does not cover'):
+        check_search_config(cfg)
+
+
+def test_table_built_on_first_use(tmp_path, space):
+    from uninet_mm.search.config import prepare_latency_table
+    path = str(tmp_path / 'first_use.json')
+    cfg = latency_cfg(dict(path=path, device='cpu', input_size=TABLE_SIZE, threads=1,
+                           repeats=1, warmup=0))
+    settings = check_search_config(cfg)
+    assert settings.latency is None and settings.latency_build['path'] == path
+    with pytest.raises(SearchConfigError, match='not built'):
+        settings.driver_kwargs()
+    table = prepare_latency_table(settings)
+    assert Path(path).is_file() and not Path(path + '.partial').exists()
+    assert SearchDriver(**settings.driver_kwargs()).latency is table
+    assert check_search_config(cfg).latency.path == path  # the file is used from now on
+
+
+def test_old_search_states_still_resume(tmp_path):
+    """A state written before the latency cost (no reward.cost, no latency_table) loads."""
+    settings = check_search_config(Config.fromfile(str(SYNTHETIC)), max_trials=4)
+    driver = SearchDriver(**settings.driver_kwargs())
+    state = driver.state_dict()
+    state['reward'].pop('cost')
+    state.pop('latency_table')
+    SearchDriver(**settings.driver_kwargs()).load_state_dict(state)
+
+
+def test_passes_spread_each_piece_over_the_build(space):
+    """With 2 passes every piece gets its first sample before any gets its second."""
+    table = LatencyTable.plan_build(space, input_size=TABLE_SIZE, repeats=2, warmup=0, passes=2)
+    pieces = len(table.data['pieces'])
+    table.measure(stop_after=pieces)
+    samples = [len(e['samples']) for e in table.data['entries'].values()]
+    assert len(samples) == pieces and set(samples) == {1}

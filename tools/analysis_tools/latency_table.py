@@ -1,0 +1,361 @@
+"""Build and validate a latency table of a search space on this machine's device.
+
+    # measure every piece of the space's networks (progress shown; Ctrl-C and --resume later)
+    python tools/analysis_tools/latency_table.py build CONFIG --device cpu --input-size 800x1333 \\
+        --batch 1 [--dtype fp32] [--mode forward] [--threads N] --out FILE [--resume]
+    # predicted vs measured for N sampled architectures (and UniNet-B0..B3 where covered),
+    # against the FLOPs baseline latency = k x FLOPs
+    python tools/analysis_tools/latency_table.py validate CONFIG --table FILE --num-archs 30 \\
+        --seed 0 [--out RESULT.json]
+    # the top architectures of finished searches, measured whole with the table's settings
+    python tools/analysis_tools/latency_table.py compare --table FILE --runs DIR1 DIR2 ...
+
+CONFIG is a search config (``configs/search/*.py``); its ``search_space`` is what the table
+covers. See ``uninet_mm/search/latency.py`` for what is measured and how.
+"""
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from mmengine.config import Config, DictAction
+
+from uninet_mm.search.latency import (LatencyError, LatencyTable, error_stats,
+                                      fit_flops_scale, measure_networks)
+from uninet_mm.search.space import SearchSpace
+from uninet_mm.utils.tools_support import parse_size
+
+PUBLISHED = ('b0', 'b1', 'b2', 'b3')
+
+
+def load_space(config: str, cfg_options: Optional[dict]) -> SearchSpace:
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'search_space' not in cfg:
+        raise LatencyError(f'{config} has no search_space; pass a search config '
+                           f'(configs/search/*.py)')
+    return SearchSpace.from_config(cfg.search_space.to_dict())
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f'{seconds:.0f} s'
+    if seconds < 7200:
+        return f'{seconds / 60:.1f} min'
+    return f'{seconds / 3600:.1f} h'
+
+
+class Progress:
+    """Prints ``done/total`` with an ETA at most every ``interval`` seconds."""
+
+    def __init__(self, what: str, interval: float = 10.0):
+        self.what, self.interval = what, interval
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter() - self.start
+        if done < total and now - self.last < self.interval:
+            return
+        self.last = now
+        eta = now / done * (total - done) if done else float('nan')
+        print(f'  {self.what} {done}/{total} ({100 * done / total:.0f} %), '
+              f'{fmt_seconds(now)} so far, about {fmt_seconds(eta)} left', flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+def build(args: argparse.Namespace) -> int:
+    space = load_space(args.config, args.cfg_options)
+    table = LatencyTable.plan_build(space, device=args.device, input_size=args.input_size,
+                                    batch=args.batch, dtype=args.dtype, mode=args.mode,
+                                    threads=args.threads, extra_archs=args.extra_archs,
+                                    warmup=args.warmup, repeats=args.repeats,
+                                    passes=args.passes)
+    out = Path(args.out)
+    if out.exists():
+        if not args.resume:
+            print(f'{out} exists; pass --resume to continue its build or choose another --out',
+                  file=sys.stderr)
+            return 2
+        table = table.continue_from(LatencyTable.load(str(out), complete=False))
+    print(f'latency table for {args.config}: {table.describe()}')
+    print(f'  search space: {space!r}')
+    todo = table.todo()
+    pieces = len(table.data['pieces'])
+    samples = sum(todo.values())
+    print(f'  {pieces} pieces, {len(todo)} still to time: {samples} timed runs (median of '
+          f'{table.data["repeats"]} per piece, in {table.data["passes"]} passes over all pieces, '
+          f'+{table.data["warmup"]} warm-up per piece and pass)')
+    if not todo:
+        table.data['complete'] = True
+        table.save(str(out))
+        print(f'nothing left to measure; {out} is complete')
+        return 0
+    gmacs, overhead = table.calibrate()
+    estimate = table.estimate_seconds(gmacs, overhead)
+    print(f'  estimated time: {fmt_seconds(estimate)} (from the pieces\' multiply-adds at '
+          f'{gmacs:.1f} GMAC/s and {overhead:.2f} ms per call, probed just now; a rough guide)',
+          flush=True)
+    try:
+        table.measure(path=str(out), progress=Progress('timed'))
+    except KeyboardInterrupt:
+        print(f'stopped: {len(table.todo())} pieces left, progress kept in {out}; continue with '
+              f'the same command and --resume', file=sys.stderr)
+        return 130
+    print(f'done: {out} ({pieces} pieces, {fmt_seconds(table.data["build_seconds"])} of '
+          f'measuring in all)')
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+def arch_text(arch: Any) -> str:
+    if isinstance(arch, str):
+        return arch.upper()
+    return ' '.join(f'{s["gop"]}/{s["dsm"]}/e{s["expansion"]:g}/c{s["channels"]}/r{s["repeats"]}'
+                    for s in arch['stages'][1:])
+
+
+def count_flops(arch: Any, settings: Dict[str, Any], mlp_size) -> float:
+    """Multiply-adds of the backbone (the project's counter, the paper's way) at the table's
+    batch and size."""
+    from uninet_mm.models.backbones.uninet import UniNet
+    from uninet_mm.utils.flops import model_complexity
+
+    model = UniNet(arch=arch, input_size=tuple(mlp_size)).eval()
+    with torch.no_grad():
+        return float(model_complexity(
+            model, torch.randn(settings['batch'], 3, *settings['input_size']))['flops'])
+
+
+def validate(args: argparse.Namespace) -> int:
+    space = load_space(args.config, args.cfg_options)
+    table = LatencyTable.load(args.table)
+    missing = table.missing_for(space)
+    if missing:
+        print(f'{args.table} does not cover the search space of {args.config}: {len(missing)} '
+              f'pieces missing, e.g. {missing[0]!r}; build a table for this config',
+              file=sys.stderr)
+        return 2
+    settings = table.settings
+    print(f'table {args.table}: {table.describe()}, measured on '
+          f'{table.data["environment"]["machine"]} ({table.data["environment"]["cpu"]}, torch '
+          f'{table.data["environment"]["torch"]}), built in '
+          f'{fmt_seconds(table.data["build_seconds"])}')
+    rng = random.Random(args.seed)
+    sampled: List[Dict[str, Any]] = []
+    infeasible: Dict[str, int] = {}
+    draws = 0
+    while len(sampled) < args.num_archs:
+        draws += 1
+        if draws > 100 * args.num_archs:
+            print('too many infeasible architectures in this space at this size', file=sys.stderr)
+            return 2
+        arch = space.decode(space.sample(rng))
+        reason = table.infeasible_reason(arch)
+        if reason:
+            infeasible[reason.split(':')[0]] = infeasible.get(reason.split(':')[0], 0) + 1
+            continue
+        sampled.append(arch)
+    if infeasible:
+        print(f'  {sum(infeasible.values())} of {draws} drawn architectures are infeasible at '
+              f'this size and were skipped: ' + '; '.join(f'{n} x {r}'
+                                                           for r, n in infeasible.items()))
+    published, not_covered = [], {}
+    for name in PUBLISHED:
+        try:
+            table.predict(name)
+            published.append(name)
+        except LatencyError as exc:
+            not_covered[name] = str(exc)
+    archs = sampled + published
+    start = time.perf_counter()
+    load_before = os.getloadavg()
+    print(f'measuring {len(archs)} whole networks ({args.warmup} warm-up, {args.repeats} '
+          f'interleaved rounds)...', flush=True)
+    measured = measure_networks(archs, settings, mlp_input_size=space.input_size,
+                                warmup=args.warmup, repeats=args.repeats,
+                                progress=Progress('timed'))
+    seconds = time.perf_counter() - start
+    load = [round(v, 2) for v in load_before + os.getloadavg()]
+    threads = torch.get_num_threads()
+    if settings['threads']:
+        torch.set_num_threads(settings['threads'])
+    flops = [count_flops(a, settings, space.input_size) for a in archs]
+    torch.set_num_threads(threads)
+    rows = []
+    for arch, result, f in zip(archs, measured, flops):
+        samples = result['samples']
+        half = len(samples) // 2
+        repeat_diff = (abs(statistics.median(samples[:half]) - statistics.median(samples[half:]))
+                       / result['ms'] if half else float('nan'))
+        rows.append(dict(arch=arch, name=arch if isinstance(arch, str) else None,
+                         predicted_ms=table.predict(arch), measured_ms=result['ms'],
+                         samples_ms=samples, flops=f, repeat_diff=repeat_diff))
+    n = len(sampled)
+    k = fit_flops_scale([r['flops'] for r in rows[:n]], [r['measured_ms'] for r in rows[:n]])
+    for row in rows:
+        row['flops_ms'] = k * row['flops']
+    print(f'\n{"#":>3} {"GMAC":>8} {"measured":>10} {"table":>10} {"err":>7} {"k*FLOPs":>10} '
+          f'{"err":>7}  architecture (stages 1-5: GOP/DSM/expansion/channels/repeats)')
+    for i, row in enumerate(rows):
+        label = f'{i:>3}' if row['name'] is None else f'{row["name"].upper():>3}'
+        print(f'{label} {row["flops"] / 1e9:8.2f} {row["measured_ms"]:10.2f} '
+              f'{row["predicted_ms"]:10.2f} '
+              f'{100 * (row["predicted_ms"] / row["measured_ms"] - 1):+6.1f}% '
+              f'{row["flops_ms"]:10.2f} {100 * (row["flops_ms"] / row["measured_ms"] - 1):+6.1f}%'
+              f'  {arch_text(row["arch"])}')
+    table_stats = error_stats([r['predicted_ms'] for r in rows[:n]],
+                              [r['measured_ms'] for r in rows[:n]])
+    flops_stats = error_stats([r['flops_ms'] for r in rows[:n]],
+                              [r['measured_ms'] for r in rows[:n]])
+    repeat = [r['repeat_diff'] for r in rows]
+    print(f'\n{n} sampled architectures, {table.describe()}:')
+    print(f'  {"":24} {"within +-10%":>13} {"median |err|":>13} {"Spearman":>9}')
+    for name, stats in (('latency table', table_stats),
+                        (f'k x FLOPs (k={k * 1e9:.2f} ms/GMAC)', flops_stats)):
+        print(f'  {name:24} {100 * stats["within"]:12.1f}% {100 * stats["median_error"]:12.2f}% '
+              f'{stats["spearman"]:9.3f}')
+    ratio = table_stats['median_error'] / flops_stats['median_error']
+    print(f'  median error of the table / of FLOPs: {ratio:.2f}')
+    print(f'  repeatability (median of the first vs the second half of the rounds, same '
+          f'network): median {100 * statistics.median(repeat):.2f}%, max {100 * max(repeat):.2f}%')
+    for name, reason in not_covered.items():
+        print(f'  {name.upper()}: not predicted: {reason}')
+    print(f'  whole networks measured in {fmt_seconds(seconds)}; load average (1, 5, 15 min) '
+          f'before {load[:3]}, after {load[3:]}; table built at {table.data["environment"].get("load_average")} '
+          f'.. {table.data.get("load_average_end")}')
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(dict(
+            table=args.table, identity=table.identity, config=args.config, seed=args.seed,
+            num_archs=n, rows=rows, table_stats=table_stats, flops_stats=flops_stats,
+            flops_k_ms_per_mac=k, infeasible_skipped=infeasible, not_covered=not_covered,
+            measure_seconds=seconds, load_average=load,
+            environment=table.data['environment']), indent=1))
+        print(f'  written to {args.out}')
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+def compare(args: argparse.Namespace) -> int:
+    """Measure the top architectures of search runs (``top*.json``) whole, side by side."""
+    table = LatencyTable.load(args.table)
+    settings = table.settings
+    runs = []
+    for run in args.runs:
+        tops = sorted(Path(run).glob('top*.json'))
+        if not tops:
+            print(f'{run} has no top*.json (a finished search leaves one)', file=sys.stderr)
+            return 2
+        runs.append((run, json.loads(tops[0].read_text())))
+    archs, where = [], []
+    for r, (run, top) in enumerate(runs):
+        for entry in top:
+            reason = table.infeasible_reason(entry['arch'])
+            where.append((r, entry, reason))
+            if reason is None:
+                archs.append(entry['arch'])
+    print(f'measuring {len(archs)} architectures whole: {table.describe()}', flush=True)
+    measured = iter(measure_networks(archs, settings, mlp_input_size=table.space.input_size,
+                                     warmup=args.warmup, repeats=args.repeats,
+                                     progress=Progress('timed')))
+    rows = []
+    for r, entry, reason in where:
+        row = dict(run=runs[r][0], rank=entry['rank'], trial=entry['trial'],
+                   accuracy=entry['accuracy'], proxy_flops=entry['flops'],
+                   reward=entry['reward'], cost=entry.get('cost', 'flops'), arch=entry['arch'],
+                   infeasible=reason)
+        if reason is None:
+            result = next(measured)
+            row.update(measured_ms=result['ms'], samples_ms=result['samples'],
+                       predicted_ms=table.predict(entry['arch']),
+                       flops=count_flops(entry['arch'], settings, table.space.input_size))
+        rows.append(row)
+    h, w = settings['input_size']
+    print(f'\n{"run":30} {"#":>2} {"acc":>6} {"proxy MFLOPs":>12} {f"GMAC@{h}x{w}":>13} '
+          f'{"measured ms":>12} {"table ms":>9}')
+    for row in rows:
+        if row['infeasible']:
+            tail = f'{"infeasible":>13}  ({row["infeasible"].split(":")[0]})'
+        else:
+            tail = (f'{row["flops"] / 1e9:13.2f} {row["measured_ms"]:12.1f} '
+                    f'{row["predicted_ms"]:9.1f}')
+        print(f'{Path(row["run"]).name:30} {row["rank"]:>2} {row["accuracy"]:6.3f} '
+              f'{row["proxy_flops"] / 1e6:12.2f} {tail}')
+    for run, _ in runs:
+        mine = [r for r in rows if r['run'] == run and not r['infeasible']]
+        if mine:
+            print(f'{Path(run).name}: median measured {statistics.median(r["measured_ms"] for r in mine):.1f} ms, '
+                  f'mean accuracy {statistics.mean(r["accuracy"] for r in mine):.3f} over '
+                  f'{len(mine)} feasible of {sum(r["run"] == run for r in rows)}')
+    if args.out:
+        Path(args.out).write_text(json.dumps(dict(identity=table.identity, rows=rows), indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+    b = sub.add_parser('build', help='measure a latency table')
+    b.add_argument('config', help='search config whose search_space the table covers')
+    b.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+    b.add_argument('--input-size', type=parse_size, required=True, help='HxW, e.g. 800x1333')
+    b.add_argument('--batch', type=int, default=1)
+    b.add_argument('--dtype', choices=('fp32', 'bf16', 'fp16'), default='fp32',
+                   help='bf16/fp16: torch.autocast')
+    b.add_argument('--mode', choices=('forward', 'train'), default='forward',
+                   help='forward: eval inference; train: forward + backward')
+    b.add_argument('--threads', type=int, default=None,
+                   help='CPU threads (default 1; timed with the thread\'s CPU time at 1, with '
+                   'the wall clock above)')
+    b.add_argument('--out', required=True, help='table JSON to write')
+    b.add_argument('--resume', action='store_true', help='continue the stopped build in --out')
+    b.add_argument('--repeats', type=int, default=6, help='timed runs per piece (median)')
+    b.add_argument('--passes', type=int, default=3,
+                   help='passes over all pieces, each adding repeats/passes samples (spreads '
+                   'every piece\'s samples over the whole build)')
+    b.add_argument('--warmup', type=int, default=1, help='untimed runs per piece first')
+    b.add_argument('--extra-archs', nargs='*', default=['b0', 'b1', 'b2', 'b3'],
+                   help='published networks to cover too (default: b0 b1 b2 b3)')
+    b.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config settings, e.g. search_space.gops="[SA,LSA,Conv,DWConv]"')
+    v = sub.add_parser('validate', help='predicted vs measured whole networks')
+    v.add_argument('config')
+    v.add_argument('--table', required=True)
+    v.add_argument('--num-archs', type=int, default=30)
+    v.add_argument('--seed', type=int, default=0)
+    v.add_argument('--repeats', type=int, default=6,
+                   help='timed runs per network (median; halves compared for repeatability)')
+    v.add_argument('--warmup', type=int, default=1)
+    v.add_argument('--out', default=None, help='write all numbers to this JSON file')
+    v.add_argument('--cfg-options', nargs='+', action=DictAction)
+    c = sub.add_parser('compare', help='measure the top architectures of search runs whole')
+    c.add_argument('--table', required=True, help='the settings to measure with')
+    c.add_argument('--runs', nargs='+', required=True, help='search work dirs')
+    c.add_argument('--repeats', type=int, default=6)
+    c.add_argument('--warmup', type=int, default=1)
+    c.add_argument('--out', default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return dict(build=build, validate=validate, compare=compare)[args.command](args)
+    except LatencyError as exc:
+        print(f'latency table error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
