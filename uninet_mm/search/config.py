@@ -25,6 +25,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
+from ..utils.plain import to_plain
 from .latency import SETTING_KEYS, LatencyError, LatencyTable, check_settings
 from .reward import COSTS, MnasReward
 from .space import SearchSpace
@@ -79,16 +80,7 @@ def _section(cfg: Mapping, name: str, required: bool = True) -> Dict[str, Any]:
     if not isinstance(value, Mapping):
         raise SearchConfigError(f'search config {name!r} must be a dict, got '
                                 f'{type(value).__name__}')
-    return _to_plain(value)
-
-
-def _to_plain(value: Any) -> Any:
-    """mmengine ConfigDicts -> plain dicts/lists (so settings pickle and compare simply)."""
-    if isinstance(value, Mapping):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_plain(v) for v in value]
-    return value
+    return to_plain(value)
 
 
 def _with_defaults(name: str, given: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:

@@ -56,6 +56,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from ..models.arch_settings import ArchSpec, StageSpec, parse_arch
+from ..utils.plain import to_plain
 from .space import SearchSpace
 
 FORMAT = 'uninet_mm.latency_table'
@@ -147,22 +148,15 @@ def timer_name(settings: Mapping[str, Any]) -> str:
 
 
 def environment(device: str) -> Dict[str, Any]:
-    """Where a table is measured: machine, CPU, torch, device name."""
-    cpu = platform.processor()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    env = dict(machine=platform.node(), cpu=cpu, cpu_count=os.cpu_count(),
-               cpu_capability=torch.backends.cpu.get_cpu_capability(),
-               torch=torch.__version__, python=platform.python_version(),
+    """Where a table is measured: machine, CPU, torch, device name, load, date."""
+    from ..benchmark.measure import environment as machine_environment
+    env = machine_environment()
+    env.pop('gpu', None)
+    env.update(machine=platform.node(), cpu_count=os.cpu_count(),
                load_average=[round(v, 2) for v in os.getloadavg()],
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
-    if device == 'cuda' and torch.cuda.is_available():
-        env['device_name'] = torch.cuda.get_device_name()
-    else:
-        env['device_name'] = cpu
+    env['device_name'] = (torch.cuda.get_device_name()
+                          if device == 'cuda' and torch.cuda.is_available() else env['cpu'])
     return env
 
 
@@ -606,7 +600,7 @@ class LatencyTable:
         with device_settings(settings):
             layouts = probe_layouts(layouts_needed(space, extra_specs), settings)
         data = dict(format=FORMAT, version=VERSION, settings=settings,
-                    timer=timer_name(settings), space=_plain(space.config),
+                    timer=timer_name(settings), space=to_plain(space.config),
                     extra_archs=[s.to_dict() for s in extra_specs],
                     environment=environment(device), warmup=warmup, repeats=repeats,
                     passes=passes,
@@ -920,13 +914,6 @@ def _piece_dict(piece: Piece) -> Dict[str, Any]:
 def _piece_from_dict(data: Mapping[str, Any]) -> Piece:
     return Piece(**dict(data, hw=tuple(data['hw'])))
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from mmengine.logging import MMLogger
 
+from ..utils.plain import to_plain
 from .controller import LSTMController
 from .latency import LatencyError, LatencyTable
 from .ppo import PPOTrainer
@@ -224,7 +225,7 @@ class SearchDriver:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> Dict[str, Any]:
-        return dict(version=STATE_VERSION, space=_plain(self.space.config),
+        return dict(version=STATE_VERSION, space=to_plain(self.space.config),
                     reward=self._reward_state(), latency_table=self._latency_state(),
                     max_trials=self.max_trials, archs_per_update=self.archs_per_update,
                     failure_reward=self.failure_reward, ppo=self.ppo.state_dict(),
@@ -240,7 +241,7 @@ class SearchDriver:
         # states written before the latency cost existed: FLOPs cost, no table
         saved = dict(state, reward=dict(dict(cost='flops'), **state['reward']),
                      latency_table=state.get('latency_table'))
-        for key, now in (('space', _plain(self.space.config)),
+        for key, now in (('space', to_plain(self.space.config)),
                          ('reward', self._reward_state()),
                          ('latency_table', self._latency_state()),
                          ('archs_per_update', self.archs_per_update),
@@ -271,14 +272,6 @@ class SearchDriver:
         self.load_state_dict(torch.load(path, map_location='cpu', weights_only=True),
                              max_trials)
 
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively (what a saved-and-loaded state compares equal to)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
