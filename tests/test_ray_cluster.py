@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from uninet_mm.search.loop import STATE_NAME, read_log
+from uninet_mm.search.driver import STATE_NAME
+from uninet_mm.search.records import read_log
 
 from .test_dist_train import free_port
 from .test_search_proxy import tiny_cfg

@@ -16,7 +16,9 @@ from uninet_mm.search.latency import (CL, InfeasibleArchError, LatencyError, Lat
                                       LatencyTable, MissingEntryError, Piece, Timer,
                                       check_settings, error_stats, fit_flops_scale, layout_of,
                                       measure_networks, spearman)
-from uninet_mm.search.loop import SearchDriver, read_log, run_embedded
+from uninet_mm.search.driver import SearchDriver
+from uninet_mm.search.embedded import run_embedded
+from uninet_mm.search.records import read_log
 from uninet_mm.search.report import write_outputs
 from uninet_mm.search.reward import MnasReward
 from uninet_mm.search.space import SearchSpace

@@ -9,7 +9,9 @@ import torch
 from mmengine.config import Config
 
 from uninet_mm.search.config import SearchConfigError, check_search_config
-from uninet_mm.search.loop import STATE_NAME, SearchDriver, read_log, run_embedded
+from uninet_mm.search.driver import STATE_NAME, SearchDriver
+from uninet_mm.search.embedded import run_embedded
+from uninet_mm.search.records import read_log
 from uninet_mm.search.proxy import ProxyConfigError
 from uninet_mm.search.runner import prepare_search, run_search
 

@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config
 
 from uninet_mm.search.config import check_search_config
-from uninet_mm.search.loop import read_log
+from uninet_mm.search.records import read_log
 from uninet_mm.search.proxy import count_model, prepare_proxy, run_proxy_trial
 from uninet_mm.search.report import pareto_front, top_records, write_outputs
 from uninet_mm.search.runner import run_search

@@ -59,7 +59,7 @@ class SearchSettings:
     latency_build: Optional[Dict[str, Any]] = None
 
     def driver_kwargs(self) -> Dict[str, Any]:
-        """Keyword arguments of :class:`~uninet_mm.search.loop.SearchDriver`."""
+        """Keyword arguments of :class:`~uninet_mm.search.driver.SearchDriver`."""
         if self.latency_build is not None and self.latency is None:
             raise SearchConfigError('the latency table is not built yet; call '
                                     'prepare_latency_table(settings) first')

@@ -1,7 +1,7 @@
 """Run a search on a Ray cluster with Ray Tune (optional: ``pip install -e .[search]``).
 
 :class:`ControllerSearcher` is a Ray Tune ``Searcher`` around the same
-:class:`~uninet_mm.search.loop.SearchDriver` the embedded loop uses: ``suggest`` hands out the
+:class:`~uninet_mm.search.driver.SearchDriver` the embedded loop uses: ``suggest`` hands out the
 architectures of the current batch (None while the batch waits for results, so PPO stays
 on-policy), ``on_trial_complete`` scores a result, updates the controller when the batch is
 complete, and writes ``search_state.pth`` and the log line; ``save`` / ``restore`` carry the
@@ -26,8 +26,8 @@ from typing import Any, Dict, Optional
 from mmengine.logging import MMLogger
 
 from .config import SearchSettings
-from .loop import (STATE_NAME, SearchDriver, append_log, log_progress, search_logger,
-                   write_log)
+from .driver import STATE_NAME, SearchDriver
+from .records import append_log, log_progress, search_logger, write_log
 from .proxy import run_proxy_trial
 
 try:

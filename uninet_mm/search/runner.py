@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from .config import SearchSettings, check_search_config, prepare_latency_table
-from .loop import STATE_NAME, SearchDriver, run_embedded, search_logger
+from .driver import STATE_NAME, SearchDriver
+from .embedded import run_embedded
 from .proxy import prepare_proxy, run_proxy_trial
+from .records import search_logger
 from .report import update_curve, write_outputs
 
 BACKENDS = ('embedded', 'ray')

@@ -1,4 +1,5 @@
-"""The search driver (controller + PPO + bookkeeping) and the embedded search loop.
+"""The search driver: proposes architectures, turns trial results into rewards, updates the
+controller, and keeps its whole state for resuming.
 
 :class:`SearchDriver` is independent of where trials run: it proposes architectures
 (:meth:`~SearchDriver.propose`), takes their results (:meth:`~SearchDriver.complete`), turns
@@ -6,9 +7,9 @@ them into rewards and runs one PPO update each time a batch of ``archs_per_updat
 architectures has been scored. Its whole state (controller weights, Adam state, baseline,
 sampling RNG, history, the architectures of the current batch that are sampled but not yet
 scored) is one :meth:`~SearchDriver.state_dict`, written atomically to
-``WORK_DIR/search_state.pth`` after every scored trial. :func:`run_embedded` runs trials one
-after another in this process; :mod:`uninet_mm.search.ray_tune` runs the same driver as a
-Ray Tune searcher.
+``WORK_DIR/search_state.pth`` after every scored trial. :mod:`uninet_mm.search.embedded` runs
+trials one after another in this process; :mod:`uninet_mm.search.ray_tune` runs the same
+driver as a Ray Tune searcher.
 
 Failed trials (an exception, a NaN loss, out of memory): recorded in the log with
 ``status='failed'`` and their ``error``; their reward is ``failure_reward`` (default 0.0, the
@@ -19,16 +20,11 @@ architecture's fault, e.g. a flaky cluster node).
 """
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
-import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from mmengine.logging import MMLogger
 
 from ..utils.plain import to_plain
 from .controller import LSTMController
@@ -38,23 +34,7 @@ from .reward import MnasReward
 from .space import SearchSpace
 
 STATE_NAME = 'search_state.pth'
-LOG_NAME = 'search_log.jsonl'
 STATE_VERSION = 1
-
-#: ``trial_fn(tokens, index) -> result``; the result holds ``accuracy`` (fraction in [0, 1]),
-#: ``flops``, ``params`` and optionally ``seconds``, ``status`` ('ok' / 'failed'), ``error``.
-TrialFn = Callable[[List[int], int], Dict[str, Any]]
-
-
-def search_logger(work_dir: str) -> MMLogger:
-    """The search's own logger: console and ``WORK_DIR/search.log``."""
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    name = f'uninet_search:{Path(work_dir).resolve()}'
-    if MMLogger.check_instance_created(name):
-        return MMLogger.get_instance(name)
-    return MMLogger.get_instance(name, logger_name='uninet_search',
-                                 log_file=str(Path(work_dir) / 'search.log'), log_level='INFO',
-                                 file_mode='a')
 
 
 class SearchDriver:
@@ -271,104 +251,3 @@ class SearchDriver:
                                     f'--resume to start a search there')
         self.load_state_dict(torch.load(path, map_location='cpu', weights_only=True),
                              max_trials)
-
-
-
-# ---------------------------------------------------------------------------------------------
-# The log
-# ---------------------------------------------------------------------------------------------
-def write_log(work_dir: str, records: List[Dict[str, Any]]) -> None:
-    """Rewrite ``search_log.jsonl`` from the records (atomic)."""
-    path = Path(work_dir) / LOG_NAME
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(''.join(json.dumps(r, default=_json_default) + '\n' for r in records))
-    os.replace(tmp, path)
-
-
-def append_log(work_dir: str, record: Dict[str, Any]) -> None:
-    with open(Path(work_dir) / LOG_NAME, 'a') as f:
-        f.write(json.dumps(record, default=_json_default) + '\n')
-
-
-def read_log(work_dir: str) -> List[Dict[str, Any]]:
-    path = Path(work_dir) / LOG_NAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, 'tolist'):
-        return value.tolist()
-    return str(value)
-
-
-def log_progress(logger: MMLogger, driver: SearchDriver, record: Dict[str, Any]) -> None:
-    """One progress line per scored trial, one more per PPO update."""
-    done = len(driver.history)
-    if record['status'] == 'ok':
-        latency = (f'{record["latency_ms"]:.2f} ms, ' if record.get('latency_ms') is not None
-                   else '')
-        logger.info(f'trial {record["trial"]} ({done}/{driver.max_trials}): accuracy '
-                    f'{record["accuracy"]:.4f}, {record["flops"] / 1e6:.2f}M FLOPs, {latency}'
-                    f'{record["params"] / 1e6:.3f}M params, reward {record["reward"]:.4f}, '
-                    f'{record["seconds"] or 0:.1f} s')
-    else:
-        logger.warning(f'trial {record["trial"]} ({done}/{driver.max_trials}) failed '
-                       f'(reward {record["reward"]}): {record["error"]}')
-    stats = record.get('update')
-    if stats:
-        logger.info(f'PPO update {stats["update"]} on {stats["num_archs"]} archs: mean reward '
-                    f'{stats["mean_reward"]:.4f}, max {stats["max_reward"]:.4f}, baseline '
-                    f'{stats["baseline"]:.4f}, entropy {stats["entropy"]:.3f}')
-
-
-# ---------------------------------------------------------------------------------------------
-# Embedded loop
-# ---------------------------------------------------------------------------------------------
-def run_trial_safely(trial_fn: TrialFn, tokens: List[int], index: int) -> Dict[str, Any]:
-    """Run one trial; an exception becomes a failed result (KeyboardInterrupt and other
-    BaseExceptions still stop the search, which then resumes from its checkpoint)."""
-    start = time.perf_counter()
-    try:
-        result = dict(trial_fn(tokens, index))
-    except Exception as exc:  # noqa: BLE001 -- any trial error is recorded, the search goes on
-        result = dict(status='failed', error=f'{type(exc).__name__}: {exc}',
-                      traceback=traceback.format_exc(limit=5))
-    result.setdefault('seconds', time.perf_counter() - start)
-    return result
-
-
-def run_embedded(driver: SearchDriver, trial_fn: TrialFn, work_dir: str,
-                 logger: Optional[MMLogger] = None) -> SearchDriver:
-    """Score architectures one after another in this process until ``driver.finished``.
-
-    Checkpoints after every scored trial, then appends the trial's line to the log; on a
-    resumed driver the log is first rewritten from the checkpoint's history, so a line
-    written after the last checkpoint (a kill between the two writes) is not duplicated.
-    """
-    logger = logger or MMLogger.get_current_instance()
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    driver.release_assignments()
-    write_log(work_dir, driver.history)
-    if driver.history:
-        logger.info(f'resuming: {len(driver.history)} trials scored, '
-                    f'{len(driver.pending_indices())} sampled and waiting '
-                    f'{driver.pending_indices()}, {len(driver.updates)} PPO updates done')
-    while not driver.finished:
-        proposal = driver.propose()
-        if proposal is None:
-            raise RuntimeError('search driver has nothing to propose before it is finished '
-                               '(bug)')
-        reason = driver.infeasible_reason(proposal['tokens'])
-        if reason is not None:  # not trained: it cannot run where its latency counts
-            result = dict(status='failed', error=reason, seconds=0.0)
-        else:
-            result = run_trial_safely(trial_fn, proposal['tokens'], proposal['index'])
-        record = driver.complete(proposal['index'], result)
-        driver.save(work_dir)
-        append_log(work_dir, record)
-        log_progress(logger, driver, record)
-    return driver

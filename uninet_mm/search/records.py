@@ -1,0 +1,78 @@
+"""The search's records: its logger, ``search_log.jsonl`` (one line per scored architecture)
+and the progress lines."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List
+
+from mmengine.logging import MMLogger
+
+if TYPE_CHECKING:
+    from .driver import SearchDriver
+
+LOG_NAME = 'search_log.jsonl'
+
+
+def search_logger(work_dir: str) -> MMLogger:
+    """The search's own logger: console and ``WORK_DIR/search.log``."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    name = f'uninet_search:{Path(work_dir).resolve()}'
+    if MMLogger.check_instance_created(name):
+        return MMLogger.get_instance(name)
+    return MMLogger.get_instance(name, logger_name='uninet_search',
+                                 log_file=str(Path(work_dir) / 'search.log'), log_level='INFO',
+                                 file_mode='a')
+
+
+# ---------------------------------------------------------------------------------------------
+# The log
+# ---------------------------------------------------------------------------------------------
+def write_log(work_dir: str, records: List[Dict[str, Any]]) -> None:
+    """Rewrite ``search_log.jsonl`` from the records (atomic)."""
+    path = Path(work_dir) / LOG_NAME
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(''.join(json.dumps(r, default=_json_default) + '\n' for r in records))
+    os.replace(tmp, path)
+
+
+def append_log(work_dir: str, record: Dict[str, Any]) -> None:
+    with open(Path(work_dir) / LOG_NAME, 'a') as f:
+        f.write(json.dumps(record, default=_json_default) + '\n')
+
+
+def read_log(work_dir: str) -> List[Dict[str, Any]]:
+    path = Path(work_dir) / LOG_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, 'tolist'):
+        return value.tolist()
+    return str(value)
+
+
+def log_progress(logger: MMLogger, driver: 'SearchDriver', record: Dict[str, Any]) -> None:
+    """One progress line per scored trial, one more per PPO update."""
+    done = len(driver.history)
+    if record['status'] == 'ok':
+        latency = (f'{record["latency_ms"]:.2f} ms, ' if record.get('latency_ms') is not None
+                   else '')
+        logger.info(f'trial {record["trial"]} ({done}/{driver.max_trials}): accuracy '
+                    f'{record["accuracy"]:.4f}, {record["flops"] / 1e6:.2f}M FLOPs, {latency}'
+                    f'{record["params"] / 1e6:.3f}M params, reward {record["reward"]:.4f}, '
+                    f'{record["seconds"] or 0:.1f} s')
+    else:
+        logger.warning(f'trial {record["trial"]} ({done}/{driver.max_trials}) failed '
+                       f'(reward {record["reward"]}): {record["error"]}')
+    stats = record.get('update')
+    if stats:
+        logger.info(f'PPO update {stats["update"]} on {stats["num_archs"]} archs: mean reward '
+                    f'{stats["mean_reward"]:.4f}, max {stats["max_reward"]:.4f}, baseline '
+                    f'{stats["baseline"]:.4f}, entropy {stats["entropy"]:.3f}')
