@@ -1,85 +1,119 @@
-"""The search driver: proposes architectures, turns trial results into rewards, updates the
-controller, and keeps its whole state for resuming.
+"""The search driver: proposes architectures, turns trial results into rewards, lets its
+searcher learn from them, and keeps its whole state for resuming.
 
-:class:`SearchDriver` is independent of where trials run: it proposes architectures
-(:meth:`~SearchDriver.propose`), takes their results (:meth:`~SearchDriver.complete`), turns
-them into rewards and runs one PPO update each time a batch of ``archs_per_update``
-architectures has been scored. Its whole state (controller weights, Adam state, baseline,
-sampling RNG, history, the architectures of the current batch that are sampled but not yet
+:class:`SearchDriver` is independent of where trials run and of how architectures are chosen:
+it proposes architectures (:meth:`~SearchDriver.propose`), takes their results
+(:meth:`~SearchDriver.complete`) and turns them into rewards; *which* architectures come next
+is its searcher's business (:mod:`uninet_mm.search.searchers`: ``ppo``, the paper's LSTM
+controller trained with PPO, the default; ``random``; ``evolution``; ``nsga2``). Its whole
+state (the searcher's state with its RNGs, history, the architectures proposed but not yet
 scored) is one :meth:`~SearchDriver.state_dict`, written atomically to
-``WORK_DIR/search_state.pth`` after every scored trial. :mod:`uninet_mm.search.embedded` runs
-trials one after another in this process; :mod:`uninet_mm.search.ray_tune` runs the same
-driver as a Ray Tune searcher.
+``WORK_DIR/search_state.pth`` after every scored trial; it names the searcher, and a resume
+with another searcher is refused. :mod:`uninet_mm.search.embedded` runs trials one after
+another in this process; :mod:`uninet_mm.search.ray_tune` runs the same driver as a Ray Tune
+searcher.
 
 Failed trials (an exception, a NaN loss, out of memory): recorded in the log with
 ``status='failed'`` and their ``error``; their reward is ``failure_reward`` (default 0.0, the
-lowest reward any architecture can get, so the controller learns to avoid architectures that
-fail, e.g. ones that do not fit in memory) and they take part in the PPO update like any other.
-``failure_reward=None`` leaves them out of the update instead (use it when failures are not the
-architecture's fault, e.g. a flaky cluster node).
+lowest reward any architecture can get, so the searcher learns to avoid architectures that
+fail, e.g. ones that do not fit in memory). ``failure_reward=None`` leaves them out of what
+the searcher learns from (use it when failures are not the architecture's fault, e.g. a flaky
+cluster node). Each searcher says what it does with them (:mod:`uninet_mm.search.searchers`).
+
+Results may carry ``early_stopped`` (bool: a scheduler such as ASHA stopped the trial before
+its last epoch) and ``epochs`` (int: epochs it trained); the driver copies them into the
+record when present.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
 from ..utils.plain import to_plain
-from .controller import LSTMController
 from .latency import LatencyError, LatencyTable
-from .ppo import PPOTrainer
 from .reward import MnasReward
+from .searchers import Searcher, SearcherError, searcher_class, split_searcher
 from .space import SearchSpace
 
 STATE_NAME = 'search_state.pth'
-STATE_VERSION = 1
+#: 2: the searcher's type, identity and state under ``searcher`` (1: PPO only, read as PPO).
+STATE_VERSION = 2
+#: Optional result keys copied into the record when a result has them.
+OPTIONAL_RESULT_KEYS = ('early_stopped', 'epochs')
 
 
 class SearchDriver:
-    """Proposes architectures, scores their results and updates the controller.
+    """Proposes architectures, scores their results and lets its searcher learn from them.
 
     Args:
         space: the search space.
         reward: the reward (t, alpha, hard, cost: FLOPs or latency).
         max_trials: architectures to score in total.
-        controller: kwargs of :class:`LSTMController` (e.g. ``hidden_size``).
-        ppo: kwargs of :class:`PPOTrainer`.
+        controller: kwargs of :class:`~uninet_mm.search.controller.LSTMController` (PPO).
+        ppo: kwargs of :class:`~uninet_mm.search.ppo.PPOTrainer` (PPO).
         archs_per_update: architectures per PPO update (default: the PPO ``batch_size``).
-        seed: seeds the controller's initial weights and its sampling generator.
-        failure_reward: reward of a failed trial, or None to leave failures out of the update.
+        seed: seeds every random choice of the searcher.
+        failure_reward: reward of a failed trial, or None to leave failures out of what the
+            searcher learns from.
         latency: the latency table (required for ``reward.cost == 'latency'``; with the FLOPs
             cost it only adds ``latency_ms`` to the log). Architectures it reports as
             infeasible fail (with the reason) under the latency cost.
+        searcher: ``'ppo'`` (default), ``'random'``, ``'evolution'``, ``'nsga2'``, or
+            ``dict(type=NAME, **settings)``.
     """
 
     def __init__(self, space: SearchSpace, reward: MnasReward, max_trials: int,
                  controller: Optional[dict] = None, ppo: Optional[dict] = None,
                  archs_per_update: Optional[int] = None, seed: int = 0,
                  failure_reward: Optional[float] = 0.0,
-                 latency: Optional[LatencyTable] = None):
+                 latency: Optional[LatencyTable] = None,
+                 searcher: Union[str, Mapping[str, Any], None] = 'ppo'):
         if reward.cost == 'latency' and latency is None:
             raise ValueError('a latency reward needs the latency table (latency=...)')
         self.space = space
         self.reward = reward
         self.latency = latency
         self.max_trials = int(max_trials)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.controller = LSTMController(space.num_choices, **(controller or {}))
-        self.ppo = PPOTrainer(self.controller, **(ppo or {}))
-        self.archs_per_update = int(archs_per_update or self.ppo.batch_size)
+        name, settings = split_searcher(searcher)
+        cls = searcher_class(name)
+        if name == 'ppo':
+            if settings:
+                cls.check_settings(settings)  # raises: PPO's settings live in ppo/controller
+            self.strategy: Searcher = cls(space.num_choices, seed, controller=controller,
+                                          ppo=ppo, archs_per_update=archs_per_update)
+            self.archs_per_update = self.strategy.archs_per_update
+        else:
+            self.strategy = cls(space.num_choices, seed, **settings)
+            self.archs_per_update = int(archs_per_update or (ppo or {}).get('batch_size', 20))
         self.failure_reward = failure_reward
-        self.generator = torch.Generator().manual_seed(seed)
-        #: Sampled architectures of the current batch, scored or not, in sampling order:
-        #: dict(index, tokens, log_prob, reward=None until scored, assigned=trial id or None).
+        #: Proposed architectures not yet handed to the searcher, in proposal order:
+        #: dict(index, tokens, reward=None until scored, scored, assigned=trial id or None,
+        #: plus the searcher's per-proposal data). For PPO the whole current batch (scored
+        #: ones stay until the update), for the others the ones still out.
         self.batch: List[Dict[str, Any]] = []
         #: Every scored trial (the lines of search_log.jsonl), in the order scored.
         self.history: List[Dict[str, Any]] = []
-        #: Statistics of every PPO update.
+        #: The searcher's statistics (PPO: every update; the others: every few results).
         self.updates: List[Dict[str, Any]] = []
         self.num_sampled = 0
+
+    @property
+    def searcher(self) -> str:
+        """The searcher's name."""
+        return self.strategy.name
+
+    @property
+    def controller(self):
+        """The PPO searcher's LSTM controller (AttributeError for the other searchers)."""
+        return self.strategy.controller
+
+    @property
+    def ppo(self):
+        """The PPO searcher's :class:`~uninet_mm.search.ppo.PPOTrainer`."""
+        return self.strategy.ppo
 
     # ------------------------------------------------------------------ proposing
     @property
@@ -87,22 +121,26 @@ class SearchDriver:
         return len(self.history) >= self.max_trials
 
     def propose(self, trial_id: Optional[str] = None) -> Optional[Dict[str, Any]]:
-        """The next architecture to score: ``dict(index, tokens)``, or None when every
-        architecture of the current batch is out and the update waits for their results (or
-        the search is finished). Samples a new batch when the last one is done."""
-        if not self.batch and self.num_sampled < self.max_trials:
-            self._sample_batch()
+        """The next architecture to score: ``dict(index, tokens)``, or None when the searcher
+        waits for results of architectures that are out (PPO: the current batch; evolution:
+        the initial population; NSGA-II: a population's worth) or the search is finished."""
+        if not any(not e['scored'] and e['assigned'] is None for e in self.batch):
+            self._ask()
         for entry in self.batch:
             if not entry['scored'] and entry['assigned'] is None:
                 entry['assigned'] = trial_id if trial_id is not None else 'embedded'
                 return dict(index=entry['index'], tokens=list(entry['tokens']))
         return None
 
-    def _sample_batch(self) -> None:
-        num = min(self.archs_per_update, self.max_trials - self.num_sampled)
-        tokens, log_probs = self.controller.sample(num, generator=self.generator)
-        for row, log_prob in zip(tokens.tolist(), log_probs.tolist()):
-            self.batch.append(dict(index=self.num_sampled, tokens=row, log_prob=log_prob,
+    def _ask(self) -> None:
+        remaining = self.max_trials - self.num_sampled
+        if remaining <= 0 or (self.strategy.on_policy and self.batch):
+            return
+        num = min(self.archs_per_update if self.strategy.on_policy else 1, remaining)
+        for proposal in self.strategy.propose(num):
+            proposal = dict(proposal)
+            tokens = [int(t) for t in proposal.pop('tokens')]
+            self.batch.append(dict(proposal, index=self.num_sampled, tokens=tokens,
                                    reward=None, scored=False, assigned=None))
             self.num_sampled += 1
 
@@ -112,26 +150,47 @@ class SearchDriver:
             entry['assigned'] = None
 
     def pending_indices(self) -> List[int]:
-        """Indices sampled but not yet scored."""
+        """Indices proposed but not yet scored."""
         return [e['index'] for e in self.batch if not e['scored']]
 
     # ------------------------------------------------------------------ results
     def complete(self, index: int, result: Dict[str, Any]) -> Dict[str, Any]:
-        """Record the result of architecture ``index``; returns its log record (with the PPO
-        statistics under ``update`` when this result completed a batch)."""
+        """Record the result of architecture ``index``; returns its log record (with the
+        searcher's statistics under ``update`` when this result produced some)."""
         entry = next((e for e in self.batch if e['index'] == index and not e['scored']), None)
         if entry is None:
             raise KeyError(f'architecture {index} is not waiting for a result (already scored '
                            f'or never proposed)')
         record = self._record(entry, result)
         entry['scored'] = True
-        entry['reward'] = record['reward'] if record['status'] == 'ok' else self.failure_reward
+        ok = record['status'] == 'ok'
+        entry.update(reward=record['reward'] if ok else self.failure_reward,
+                     status=record['status'], accuracy=record['accuracy'] if ok else None,
+                     cost=self._cost(record) if ok else None)
         self.history.append(record)
-        if all(e['scored'] for e in self.batch):
-            stats = self._update()
-            if stats is not None:
-                record['update'] = stats
+        if self.strategy.on_policy:
+            if not all(e['scored'] for e in self.batch):
+                return record
+            observed, self.batch = self.batch, []
+        else:
+            observed = [entry]
+            self.batch.remove(entry)
+        stats = self.strategy.observe([self._observed(e) for e in observed])
+        if stats is not None:
+            stats = dict(stats, update=len(self.updates), searcher=self.searcher,
+                         first_trial=min(e['index'] for e in observed),
+                         last_trial=max(e['index'] for e in observed))
+            stats.setdefault('num_archs', len(observed))
+            self.updates.append(stats)
+            record['update'] = stats
         return record
+
+    @staticmethod
+    def _observed(entry: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: v for k, v in entry.items() if k not in ('scored', 'assigned')}
+
+    def _cost(self, record: Dict[str, Any]) -> Optional[float]:
+        return record.get('latency_ms') if self.reward.cost == 'latency' else record['flops']
 
     def infeasible_reason(self, tokens: List[int]) -> Optional[str]:
         """Why an architecture cannot be scored, known before training it (under the latency
@@ -173,9 +232,12 @@ class SearchDriver:
                       cost=self.reward.cost,
                       seconds=result.get('seconds'), cpu_seconds=result.get('cpu_seconds'),
                       status=status, error=error,
-                      batch=len(self.updates))
+                      batch=len(self.updates), searcher=self.searcher)
         if self.latency is not None:
             record.update(latency_ms=latency_ms, latency_table=self.latency.identity)
+        for key in OPTIONAL_RESULT_KEYS:
+            if result.get(key) is not None:
+                record[key] = result[key]
         return record
 
     def _reward_state(self) -> Dict[str, Any]:
@@ -189,49 +251,57 @@ class SearchDriver:
         identity.pop('path')  # the same table may be moved
         return identity
 
-    def _update(self) -> Optional[Dict[str, Any]]:
-        used = [e for e in self.batch if e['reward'] is not None]
-        self.batch = []
-        if not used:
-            return None
-        stats = self.ppo.update(torch.tensor([e['tokens'] for e in used]),
-                                torch.tensor([e['log_prob'] for e in used]),
-                                torch.tensor([float(e['reward']) for e in used]))
-        stats = dict(stats, update=len(self.updates), num_archs=len(used),
-                     first_trial=min(e['index'] for e in used),
-                     last_trial=max(e['index'] for e in used))
-        self.updates.append(stats)
-        return stats
-
     # ------------------------------------------------------------------ checkpointing
+    def _searcher_identity(self) -> Dict[str, Any]:
+        return to_plain(self.strategy.identity())
+
     def state_dict(self) -> Dict[str, Any]:
         return dict(version=STATE_VERSION, space=to_plain(self.space.config),
                     reward=self._reward_state(), latency_table=self._latency_state(),
                     max_trials=self.max_trials, archs_per_update=self.archs_per_update,
-                    failure_reward=self.failure_reward, ppo=self.ppo.state_dict(),
-                    generator=self.generator.get_state(), batch=self.batch,
-                    history=self.history, updates=self.updates, num_sampled=self.num_sampled)
+                    failure_reward=self.failure_reward,
+                    searcher=dict(identity=self._searcher_identity(),
+                                  state=self.strategy.state_dict()),
+                    batch=self.batch, history=self.history, updates=self.updates,
+                    num_sampled=self.num_sampled)
+
+    @staticmethod
+    def saved_searcher(state: Dict[str, Any]) -> str:
+        """The searcher a saved state belongs to (version-1 states: PPO)."""
+        if state.get('version') == 1:
+            return 'ppo'
+        return state['searcher']['identity']['type']
 
     def load_state_dict(self, state: Dict[str, Any], max_trials: Optional[int] = None) -> None:
-        """Continue a saved search. The space, reward and update size must be the same;
-        ``max_trials`` may grow."""
-        if state.get('version') != STATE_VERSION:
+        """Continue a saved search. The searcher, space, reward and update size must be the
+        same; ``max_trials`` may grow."""
+        if state.get('version') not in (1, STATE_VERSION):
             raise ValueError(f'search state version {state.get("version")!r} is not '
                              f'{STATE_VERSION}; start a new search in another work dir')
+        if state['version'] == 1:  # PPO only, its state at the top level
+            state = dict(state, searcher=dict(identity=dict(type='ppo'), state=dict(
+                ppo=state['ppo'], generator=state['generator'])))
+        saved_name = self.saved_searcher(state)
+        if saved_name != self.searcher:
+            raise SearcherError(f'cannot resume: the search in this work dir ran searcher '
+                                f'{saved_name!r}, not {self.searcher!r}; resume with '
+                                f'--searcher {saved_name} (or searcher=dict(type='
+                                f'{saved_name!r}) in the config), or use a new work dir')
         # states written before the latency cost existed: FLOPs cost, no table
         saved = dict(state, reward=dict(dict(cost='flops'), **state['reward']),
-                     latency_table=state.get('latency_table'))
+                     latency_table=state.get('latency_table'),
+                     searcher_identity=state['searcher']['identity'])
         for key, now in (('space', to_plain(self.space.config)),
                          ('reward', self._reward_state()),
                          ('latency_table', self._latency_state()),
                          ('archs_per_update', self.archs_per_update),
-                         ('failure_reward', self.failure_reward)):
+                         ('failure_reward', self.failure_reward),
+                         ('searcher_identity', self._searcher_identity())):
             if saved[key] != now:
                 raise ValueError(f'cannot resume: the saved search has {key} = {saved[key]!r}, '
                                  f'this config {now!r}; resume with the config the search '
                                  f'started with, or use a new work dir')
-        self.ppo.load_state_dict(state['ppo'])
-        self.generator.set_state(state['generator'])
+        self.strategy.load_state_dict(state['searcher']['state'])
         self.batch, self.history = state['batch'], state['history']
         self.updates, self.num_sampled = state['updates'], state['num_sampled']
         if max_trials is not None:
