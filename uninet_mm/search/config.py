@@ -10,6 +10,8 @@ A search config has these top-level entries (see ``configs/search/uninet_search_
 ``controller``    kwargs of :class:`~uninet_mm.search.controller.LSTMController`
 ``ppo``           kwargs of :class:`~uninet_mm.search.ppo.PPOTrainer`
 ``search``        ``max_trials``, ``archs_per_update``, ``seed``, ``failure_reward``, ``top_k``
+``searcher``      optional: ``dict(type='ppo' | 'random' | 'evolution' | 'nsga2', **settings)``
+                  (default ``ppo``, the paper's; see :mod:`uninet_mm.search.searchers`)
 ``ray``           ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent``, ``max_failures``
                   (Ray backend only)
 ``proxy``         the proxy task (:mod:`uninet_mm.search.proxy`)
@@ -18,19 +20,21 @@ Every problem raises :class:`SearchConfigError` naming the entry and what to cha
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
 from ..utils.plain import to_plain
+from .checks import is_int, is_number
 from .latency import SETTING_KEYS, LatencyError, LatencyTable, check_settings
 from .reward import COSTS, MnasReward
+from .searchers import SearcherError, searcher_class, split_searcher
 from .space import SearchSpace
 
-SECTIONS = ('search_space', 'reward', 'controller', 'ppo', 'search', 'ray', 'proxy')
+SECTIONS = ('search_space', 'reward', 'controller', 'ppo', 'search', 'searcher', 'ray',
+            'proxy')
 SEARCH_KEYS = dict(max_trials=None, archs_per_update=None, seed=0, failure_reward=0.0,
                    top_k=5)
 #: ``max_failures``: how often Ray Tune starts a trial again (same architecture, another node)
@@ -52,7 +56,8 @@ class SearchSettings:
     search: Dict[str, Any]
     ray: Dict[str, Any]
     proxy: Dict[str, Any]
-    extra: Dict[str, Any] = field(default_factory=dict)
+    #: ``dict(type=NAME, **settings)`` of the searcher (default ``dict(type='ppo')``).
+    searcher: Dict[str, Any]
     #: The latency table of the reward (None: FLOPs only, or not built yet).
     latency: Optional[LatencyTable] = None
     #: ``dict(path, settings, warmup, repeats)`` of a table to build before the first trial.
@@ -67,7 +72,7 @@ class SearchSettings:
                     controller=self.controller, ppo=self.ppo,
                     archs_per_update=self.search['archs_per_update'],
                     seed=self.search['seed'], failure_reward=self.search['failure_reward'],
-                    latency=self.latency)
+                    latency=self.latency, searcher=self.searcher)
 
 
 def _section(cfg: Mapping, name: str, required: bool = True) -> Dict[str, Any]:
@@ -91,17 +96,27 @@ def _with_defaults(name: str, given: Dict[str, Any], defaults: Dict[str, Any]) -
     return {**defaults, **given}
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+def check_searcher(searcher: Union[str, Mapping[str, Any], None]) -> Dict[str, Any]:
+    """``dict(type=NAME, **settings)`` with the settings checked (defaults filled in);
+    an unknown searcher or a bad setting raises :class:`SearchConfigError`."""
+    try:
+        name, settings = split_searcher(searcher)
+        settings = searcher_class(name).check_settings(settings)
+    except SearcherError as exc:
+        raise SearchConfigError(f'search config "searcher": {exc}') from None
+    return dict(type=name, **settings)
 
 
-def check_search_config(cfg: Mapping, max_trials: Optional[int] = None) -> SearchSettings:
+def check_search_config(cfg: Mapping, max_trials: Optional[int] = None,
+                        searcher: Optional[str] = None) -> SearchSettings:
     """Check every section of a search config (without touching data; see
     :func:`uninet_mm.search.proxy.prepare_proxy` for that) and build the space and reward.
 
     Args:
         cfg: the loaded config (an mmengine ``Config`` or a dict).
         max_trials: overrides ``search.max_trials`` (``--max-trials``).
+        searcher: overrides the searcher's type (``--searcher``); settings of the config's
+            ``searcher`` section are kept when it names the same type.
     """
     from .controller import LSTMController  # noqa: F401  (import errors surface here)
     from .ppo import PPOTrainer
@@ -136,20 +151,19 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None) -> Searc
     search = _with_defaults('search', _section(cfg, 'search'), SEARCH_KEYS)
     if max_trials is not None:
         search['max_trials'] = max_trials
-    if not _positive_int(search['max_trials']):
+    if not is_int(search['max_trials'], 1):
         raise SearchConfigError(f'search.max_trials = {search["max_trials"]!r} must be an int '
                                 f'>= 1 (architectures to score)')
     ppo = _section(cfg, 'ppo', required=False)
     if search['archs_per_update'] is None:
         search['archs_per_update'] = ppo.get('batch_size', 20)
-    if not _positive_int(search['archs_per_update']):
+    if not is_int(search['archs_per_update'], 1):
         raise SearchConfigError(f'search.archs_per_update = {search["archs_per_update"]!r} '
                                 f'must be an int >= 1')
-    if not _positive_int(search['top_k']):
+    if not is_int(search['top_k'], 1):
         raise SearchConfigError(f'search.top_k = {search["top_k"]!r} must be an int >= 1')
     failure = search['failure_reward']
-    if failure is not None and (isinstance(failure, bool) or not isinstance(failure, (int, float))
-                                or not math.isfinite(failure)):
+    if failure is not None and not is_number(failure):
         raise SearchConfigError(f'search.failure_reward = {failure!r} must be a finite number '
                                 f'or None (failed trials left out of the PPO update)')
 
@@ -162,16 +176,24 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None) -> Searc
     ray = _with_defaults('ray', _section(cfg, 'ray', required=False), RAY_KEYS)
     for key in ('cpus_per_trial', 'gpus_per_trial'):
         value = ray[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if not is_number(value, 0):
             raise SearchConfigError(f'ray.{key} = {value!r} must be a number >= 0')
     retries = ray['max_failures']
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < -1:
+    if not is_int(retries, -1):
         raise SearchConfigError(f'ray.max_failures = {retries!r} must be an integer >= 0 '
                                 f'(or -1: retry without limit)')
+    searcher_cfg = cfg.get('searcher')
+    if isinstance(searcher_cfg, Mapping):
+        searcher_cfg = to_plain(searcher_cfg)
+    if searcher is not None:
+        given = searcher_cfg if isinstance(searcher_cfg, dict) else {}
+        same = given.get('type', 'ppo') == searcher
+        searcher_cfg = dict(given, type=searcher) if same else searcher
+    searcher_cfg = check_searcher(searcher_cfg)
     proxy = _section(cfg, 'proxy')
     return SearchSettings(space=space, reward=reward, controller=controller, ppo=ppo,
-                          search=search, ray=ray, proxy=proxy, latency=latency,
-                          latency_build=latency_build)
+                          search=search, ray=ray, proxy=proxy, searcher=searcher_cfg,
+                          latency=latency, latency_build=latency_build)
 
 
 def _latency_table(table_cfg: Any, reward: MnasReward, space: SearchSpace):

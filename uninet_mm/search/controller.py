@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import is_int
+
 
 class LSTMController(nn.Module):
     """An autoregressive policy over ``len(num_choices)`` categorical decisions.
@@ -33,11 +35,10 @@ class LSTMController(nn.Module):
                  init_range: float = 0.1):
         super().__init__()
         num_choices = tuple(num_choices)
-        if not num_choices or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
-                                      for n in num_choices):
+        if not num_choices or not all(is_int(n, 1) for n in num_choices):
             raise ValueError(f'num_choices must be a non-empty list of ints >= 1, '
                              f'got {num_choices!r}')
-        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        if not is_int(hidden_size, 1):
             raise ValueError(f'hidden_size must be a positive int, got {hidden_size!r}')
         if not init_range >= 0:
             raise ValueError(f'init_range must be >= 0, got {init_range!r}')
@@ -92,7 +93,7 @@ class LSTMController(nn.Module):
             tokens: LongTensor (num, T); log_prob: (num,) sum of the chosen tokens'
             log-probabilities (detached: PPO's "old" log-probabilities).
         """
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        if not is_int(num, 1):
             raise ValueError(f'num must be a positive int, got {num!r}')
         inputs, state = self.start.expand(num, -1)[:, None], None
         tokens, log_probs = [], []

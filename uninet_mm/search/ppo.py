@@ -12,11 +12,11 @@ tokens, the log-probabilities they were sampled with, their rewards) and runs ``
 passes of the clipped surrogate over minibatches of ``batch_size`` of them, in the order
 given (they are i.i.d. samples, so shuffling would add RNG state and nothing else).
 """
-import math
 from typing import Any, Dict, Optional
 
 import torch
 
+from .checks import is_int, is_number
 from .controller import LSTMController
 
 #: Settings a resumed trainer must share with the one that was saved.
@@ -42,16 +42,16 @@ class PPOTrainer:
                  entropy_weight: float = 1e-5, baseline_decay: float = 0.95, epochs: int = 4,
                  batch_size: int = 20):
         checks = [
-            ('lr', lr, lr >= 0, 'a number >= 0'),
-            ('clip', clip, clip > 0, 'a number > 0'),
-            ('entropy_weight', entropy_weight, entropy_weight >= 0, 'a number >= 0'),
-            ('baseline_decay', baseline_decay, 0 <= baseline_decay < 1, 'in [0, 1)'),
-            ('epochs', epochs, isinstance(epochs, int) and epochs >= 1, 'an int >= 1'),
-            ('batch_size', batch_size, isinstance(batch_size, int) and batch_size >= 1,
-             'an int >= 1'),
+            ('lr', lr, is_number(lr, 0), 'a number >= 0'),
+            ('clip', clip, is_number(clip) and clip > 0, 'a number > 0'),
+            ('entropy_weight', entropy_weight, is_number(entropy_weight, 0), 'a number >= 0'),
+            ('baseline_decay', baseline_decay,
+             is_number(baseline_decay, 0) and baseline_decay < 1, 'in [0, 1)'),
+            ('epochs', epochs, is_int(epochs, 1), 'an int >= 1'),
+            ('batch_size', batch_size, is_int(batch_size, 1), 'an int >= 1'),
         ]
         for name, value, ok, allowed in checks:
-            if isinstance(value, bool) or not ok or not math.isfinite(value):
+            if not ok:
                 raise ValueError(f'PPO {name} = {value!r} is invalid; it must be {allowed}')
         self.controller = controller
         self.lr = float(lr)

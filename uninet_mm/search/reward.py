@@ -17,8 +17,9 @@ The cost f(m) is FLOPs by default (``cost='flops'``, t in multiply-adds) or the 
 :class:`~uninet_mm.search.latency.LatencyTable` predicts (``cost='latency'``, t in
 milliseconds): the same formula, only the unit of t and f changes.
 """
-import math
 from dataclasses import dataclass
+
+from .checks import is_number
 
 #: UniNet's FLOPs target t (multiply-adds, counted at the proxy input size).
 DEFAULT_TARGET_FLOPS = 550e6
@@ -44,13 +45,13 @@ class MnasReward:
     def __post_init__(self):
         if self.cost not in COSTS:
             raise ValueError(f'reward cost = {self.cost!r} is unknown; use one of {list(COSTS)}')
-        if not _finite_number(self.target) or self.target <= 0:
+        if not is_number(self.target) or self.target <= 0:
             hint = ('FLOPs (UniNet uses 550e6)' if self.cost == 'flops' else
                     'milliseconds (the latency you aim for, e.g. a peer backbone\'s, measured '
                     'with the same settings as the latency table)')
             raise ValueError(f'reward target t = {self.target!r} must be a positive number of '
                              f'{hint}')
-        if not _finite_number(self.alpha) or self.alpha < 0:
+        if not is_number(self.alpha) or self.alpha < 0:
             raise ValueError(f'reward alpha = {self.alpha!r} must be a number >= 0 (UniNet uses '
                              f'0.07; 0 ignores FLOPs)')
         if not isinstance(self.hard, bool):
@@ -64,9 +65,9 @@ class MnasReward:
     def __call__(self, accuracy: float, cost: float) -> float:
         """Reward of one architecture; ``accuracy`` in any fixed unit (fraction or percent),
         ``cost`` in the unit of t (FLOPs or ms)."""
-        if not _finite_number(accuracy) or accuracy < 0:
+        if not is_number(accuracy) or accuracy < 0:
             raise ValueError(f'accuracy = {accuracy!r} must be a finite number >= 0')
-        if not _finite_number(cost) or cost <= 0:
+        if not is_number(cost) or cost <= 0:
             what = ('multiply-adds at the proxy input size' if self.cost == 'flops' else
                     'milliseconds predicted by the latency table')
             raise ValueError(f'{self.cost} = {cost!r} must be a positive finite number ({what})')
@@ -80,8 +81,3 @@ def mnas_reward(accuracy: float, flops: float, target: float = DEFAULT_TARGET_FL
     docstring (``flops`` is the cost: FLOPs, or ms with ``cost='latency'``). Raises
     ValueError for t <= 0, alpha < 0, a cost <= 0 or a bad accuracy."""
     return MnasReward(target, alpha, hard, cost)(accuracy, flops)
-
-
-def _finite_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))

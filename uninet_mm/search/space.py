@@ -47,6 +47,7 @@ import numpy as np
 
 from ..models.arch_settings import (ATTENTION_DSMS, ATTENTION_GOPS, DSMS, GOPS, HEAD_DIM,
                                     ArchError, ArchSpec, parse_arch)
+from .checks import is_int, is_number
 
 #: Base architecture of the default space (see the module docstring for why).
 DEFAULT_BASE_ARCH = 'b0'
@@ -90,15 +91,6 @@ def round_channels(channels: float, divisor: int) -> int:
     if rounded < 0.9 * channels:
         rounded += divisor
     return rounded
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating))
-            and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
 
 
 def _choice_tuple(field: str, values: Any, allowed_text: str) -> tuple:
@@ -160,13 +152,13 @@ class SearchSpace:
         self.expansions = self._positive_choices('expansions', expansions)
         self.widths = self._positive_choices('widths', widths)
         self.repeat_deltas = _choice_tuple('repeat_deltas', repeat_deltas, 'ints, e.g. -2..2')
-        bad = [v for v in self.repeat_deltas if not _is_int(v)]
+        bad = [v for v in self.repeat_deltas if not is_int(v)]
         if bad:
             raise SearchSpaceError(f'search space repeat_deltas has non-int values {bad}; '
                                    f'give ints such as (-2, -1, 0, 1, 2)')
         stage_text = f'stage indices in 1..{num_stages - 1} of the base arch'
         stages = _choice_tuple('searched_stages', searched_stages, stage_text)
-        bad = [s for s in stages if not _is_int(s) or not 1 <= s < num_stages]
+        bad = [s for s in stages if not is_int(s) or not 1 <= s < num_stages]
         if bad:
             raise SearchSpaceError(
                 f'search space searched_stages has invalid values {bad}; allowed: {stage_text} '
@@ -247,7 +239,7 @@ class SearchSpace:
     @staticmethod
     def _positive_choices(field: str, values: Any) -> tuple:
         values = _choice_tuple(field, values, 'positive numbers')
-        bad = [v for v in values if not _is_real(v) or v <= 0]
+        bad = [v for v in values if not is_number(v) or v <= 0]
         if bad:
             raise SearchSpaceError(f'search space {field!r} has invalid values {bad}; every '
                                    f'choice must be a positive number')
@@ -255,10 +247,10 @@ class SearchSpace:
 
     @staticmethod
     def _check_input_size(input_size: Any) -> Tuple[int, int]:
-        if _is_int(input_size):
+        if is_int(input_size):
             input_size = (input_size, input_size)
         if (isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence)
-                or len(input_size) != 2 or not all(_is_int(s) and s > 0 for s in input_size)):
+                or len(input_size) != 2 or not all(is_int(s) and s > 0 for s in input_size)):
             raise SearchSpaceError(f'search space input_size must be a positive int or (H, W), '
                                    f'got {input_size!r}')
         return tuple(int(s) for s in input_size)
@@ -288,7 +280,7 @@ class SearchSpace:
             raise SearchSpaceError(f'this search space decodes {len(self.decisions)} tokens, '
                                    f'got {len(tokens)}')
         bad = [(i, t) for i, (t, n) in enumerate(zip(tokens, self.num_choices))
-               if not _is_int(t) or not 0 <= t < n]
+               if not is_int(t) or not 0 <= t < n]
         if bad:
             i, token = bad[0]
             d = self.decisions[i]

@@ -59,15 +59,20 @@ class EvolutionSearcher(Searcher):
         super().__init__(num_choices, seed, **settings)
         self.population_size = self.settings['population_size']
         self.sample_size = self.settings['sample_size']
-        if self.sample_size > self.population_size:
-            raise SearcherError(f'searcher \'evolution\': sample_size = {self.sample_size} '
-                                f'must not exceed population_size = {self.population_size}')
         self.rng = random.Random(self.seed)
         #: Scored members, oldest first: dict(index, tokens, reward, status).
         self.population: List[Dict[str, Any]] = []
         self.num_proposed = 0
         self.num_observed = 0
         self.stats = RewardWindow(self.population_size)
+
+    @classmethod
+    def check_settings(cls, settings: Dict[str, Any]) -> Dict[str, Any]:
+        full = super().check_settings(settings)
+        if full['sample_size'] > full['population_size']:
+            raise SearcherError(f'searcher \'evolution\': sample_size = {full["sample_size"]} '
+                                f'must not exceed population_size = {full["population_size"]}')
+        return full
 
     def propose(self, num: int) -> List[Dict[str, Any]]:
         proposals = []
