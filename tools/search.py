@@ -1,19 +1,25 @@
-"""UniNet architecture search: an LSTM controller trained with PPO samples architectures, a
-proxy task trains and scores each (paper section 3.4).
+"""UniNet architecture search: a searcher proposes architectures, a proxy task trains and
+scores each (paper section 3.4). The default searcher is the paper's, an LSTM controller
+trained with PPO; ``--searcher random|evolution|nsga2`` runs another one with the same
+outputs (docs/search.md).
 
     python tools/search.py CONFIG --work-dir DIR [--max-trials N] [--resume]
+                           [--searcher ppo|random|evolution|nsga2]
                            [--backend embedded|ray] [--ray-address ADDR]
                            [--cfg-options KEY=VALUE ...]
 
-    # built-in search on generated data, 2 CPU cores, about 15 minutes:
+    # built-in search on generated data: 60 architectures, about 6 minutes on 2 idle CPU
+    # cores (the config's measurement):
     python tools/search.py configs/search/uninet_search_synthetic.py --work-dir work_dirs/search
     # the paper's search on ImageNet-1K, one trial per GPU of a Ray cluster:
     python tools/search.py configs/search/uninet_search_in1k.py --work-dir work_dirs/search_in1k \
         --backend ray --ray-address auto
 
 Writes into DIR: search_log.jsonl (one line per scored architecture), search_state.pth (the
-controller's whole state, after every trial; --resume continues from it), top5.json,
-configs/top*_uninet_in1k.py and configs/top*_mask_rcnn_1x_coco.py, search.png, search.log.
+searcher's whole state, after every trial; --resume continues from it, with the same
+searcher), top5.json, pareto.json, configs/top*_uninet_in1k.py and
+configs/top*_mask_rcnn_1x_coco.py, search.png, search.log, vis/ (the searcher's statistics:
+vis_data/scalars.json and TensorBoard events).
 A bad config (unknown GOP, t <= 0, empty choice list, missing data set, ...) stops before any
 trial with a message saying what to change.
 """
@@ -25,6 +31,7 @@ from mmengine.config import Config, DictAction
 from uninet_mm.search.config import SearchConfigError
 from uninet_mm.search.proxy import ProxyConfigError
 from uninet_mm.search.runner import BACKENDS, run_search
+from uninet_mm.search.searchers import SEARCHERS, SearcherError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='architectures to score (overrides search.max_trials)')
     parser.add_argument('--resume', action='store_true',
                         help='continue the search saved in --work-dir')
+    parser.add_argument('--searcher', choices=list(SEARCHERS), default=None,
+                        help='how architectures are chosen (default: the config\'s searcher '
+                        'section, else ppo, the paper\'s); overrides the config\'s type')
     parser.add_argument('--backend', choices=BACKENDS, default='embedded',
                         help='embedded: trials one after another in this process; ray: Ray '
                         'Tune trials with their own resources (pip install -e ".[search]")')
@@ -54,8 +64,10 @@ def main(argv=None) -> int:
         cfg.merge_from_dict(args.cfg_options)
     try:
         run_search(cfg, args.work_dir, max_trials=args.max_trials, resume=args.resume,
-                   backend=args.backend, ray_address=args.ray_address)
-    except (SearchConfigError, ProxyConfigError, FileExistsError, FileNotFoundError) as exc:
+                   backend=args.backend, ray_address=args.ray_address,
+                   searcher=args.searcher)
+    except (SearchConfigError, SearcherError, ProxyConfigError, FileExistsError,
+            FileNotFoundError) as exc:
         sys.stderr.write(f'search config error: {exc}\n')
         return 2
     return 0

@@ -177,10 +177,10 @@ class SearchDriver:
             self.batch.remove(entry)
         stats = self.strategy.observe([self._observed(e) for e in observed])
         if stats is not None:
-            stats = dict(stats, update=len(self.updates), searcher=self.searcher,
-                         first_trial=min(e['index'] for e in observed),
-                         last_trial=max(e['index'] for e in observed))
-            stats.setdefault('num_archs', len(observed))
+            stats = dict(dict(first_trial=min(e['index'] for e in observed),
+                              last_trial=max(e['index'] for e in observed),
+                              num_archs=len(observed)),
+                         **stats, update=len(self.updates), searcher=self.searcher)
             self.updates.append(stats)
             record['update'] = stats
         return record

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional
 from mmengine.logging import MMLogger
 
 from .driver import SearchDriver
-from .records import append_log, log_progress, write_log
+from .records import record_trial, write_log
 
 #: ``trial_fn(tokens, index) -> result``; the result holds ``accuracy`` (fraction in [0, 1]),
 #: ``flops``, ``params`` and optionally ``seconds``, ``status`` ('ok' / 'failed'), ``error``.
@@ -18,7 +18,12 @@ TrialFn = Callable[[List[int], int], Dict[str, Any]]
 
 def run_trial_safely(trial_fn: TrialFn, tokens: List[int], index: int) -> Dict[str, Any]:
     """Run one trial; an exception becomes a failed result (KeyboardInterrupt and other
-    BaseExceptions still stop the search, which then resumes from its checkpoint)."""
+    BaseExceptions still stop the search, which then resumes from its checkpoint).
+
+    Kept although the built-in proxy trial never raises (``run_proxy_trial`` returns its own
+    failures as results): ``run_search(trial_fn=...)`` takes user trial functions, and one
+    raising on one architecture must fail that trial, not end a search of hundreds.
+    """
     start = time.perf_counter()
     try:
         result = dict(trial_fn(tokens, index))
@@ -43,8 +48,9 @@ def run_embedded(driver: SearchDriver, trial_fn: TrialFn, work_dir: str,
     write_log(work_dir, driver.history)
     if driver.history:
         logger.info(f'resuming: {len(driver.history)} trials scored, '
-                    f'{len(driver.pending_indices())} sampled and waiting '
-                    f'{driver.pending_indices()}, {len(driver.updates)} PPO updates done')
+                    f'{len(driver.pending_indices())} proposed and waiting '
+                    f'{driver.pending_indices()}, {len(driver.updates)} {driver.searcher} '
+                    f'statistics entries')
     while not driver.finished:
         proposal = driver.propose()
         if proposal is None:
@@ -56,7 +62,5 @@ def run_embedded(driver: SearchDriver, trial_fn: TrialFn, work_dir: str,
         else:
             result = run_trial_safely(trial_fn, proposal['tokens'], proposal['index'])
         record = driver.complete(proposal['index'], result)
-        driver.save(work_dir)
-        append_log(work_dir, record)
-        log_progress(logger, driver, record)
+        record_trial(work_dir, driver, record, logger)
     return driver

@@ -27,7 +27,7 @@ from mmengine.logging import MMLogger
 
 from .config import SearchSettings
 from .driver import STATE_NAME, SearchDriver
-from .records import append_log, log_progress, search_logger, write_log
+from .records import record_trial, search_logger, write_log
 from .proxy import run_proxy_trial
 
 try:
@@ -99,9 +99,7 @@ class ControllerSearcher(Searcher):
             outcome['status'] = outcome['status'] or 'ok'
             outcome['error'] = outcome['error'] or None
         record = self.driver.complete(entry['index'], outcome)
-        self.driver.save(self.work_dir)
-        append_log(self.work_dir, record)
-        log_progress(self._logger(), self.driver, record)
+        record_trial(self.work_dir, self.driver, record, self._logger())
 
     def save(self, checkpoint_path: str) -> None:
         import torch

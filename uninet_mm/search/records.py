@@ -1,5 +1,8 @@
-"""The search's records: its logger, ``search_log.jsonl`` (one line per scored architecture)
-and the progress lines."""
+"""The search's records: its logger, ``search_log.jsonl`` (one line per scored architecture),
+the progress lines and the searcher's statistics in mmengine's visualizer (``WORK_DIR/vis``:
+``vis_data/scalars.json`` and TensorBoard events; PPO: mean reward, baseline, entropy, clip fraction,
+approximate KL of every update; the other searchers: mean / best reward of every window of
+results plus their own, e.g. the population's best for evolution)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List
 
 from mmengine.logging import MMLogger
+from mmengine.visualization import Visualizer
 
 if TYPE_CHECKING:
     from .driver import SearchDriver
 
 LOG_NAME = 'search_log.jsonl'
+VIS_DIR = 'vis'
 
 
 def search_logger(work_dir: str) -> MMLogger:
@@ -58,8 +63,41 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def search_visualizer(work_dir: str) -> Visualizer:
+    """The search's visualizer: ``LocalVisBackend`` and ``TensorboardVisBackend`` writing to
+    ``WORK_DIR/vis`` (one instance per work dir)."""
+    save_dir = Path(work_dir).resolve() / VIS_DIR
+    name = f'uninet_search_vis:{save_dir}'
+    if Visualizer.check_instance_created(name):
+        return Visualizer.get_instance(name)
+    return Visualizer.get_instance(name, save_dir=str(save_dir),
+                                   vis_backends=[dict(type='LocalVisBackend'),
+                                                 dict(type='TensorboardVisBackend')])
+
+
+def add_stats(visualizer: Visualizer, stats: Dict[str, Any]) -> None:
+    """The numbers of one statistics entry as scalars ``SEARCHER/KEY`` at step ``update``."""
+    prefix = stats.get('searcher', 'ppo')
+    scalars = {f'{prefix}/{key}': float(value) for key, value in stats.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)
+               and key not in ('update', 'first_trial', 'last_trial')}
+    visualizer.add_scalars(scalars, step=int(stats['update']))
+
+
+def record_trial(work_dir: str, driver: 'SearchDriver', record: Dict[str, Any],
+                 logger: MMLogger) -> None:
+    """After :meth:`SearchDriver.complete`: checkpoint, the log line, the progress lines and
+    the searcher's statistics, in that order (a kill after the checkpoint loses at most a
+    log line, which a resume rewrites from the checkpoint, and one scalar entry)."""
+    driver.save(work_dir)
+    append_log(work_dir, record)
+    log_progress(logger, driver, record)
+    if record.get('update'):
+        add_stats(search_visualizer(work_dir), record['update'])
+
+
 def log_progress(logger: MMLogger, driver: 'SearchDriver', record: Dict[str, Any]) -> None:
-    """One progress line per scored trial, one more per PPO update."""
+    """One progress line per scored trial, one more per searcher statistics entry."""
     done = len(driver.history)
     if record['status'] == 'ok':
         latency = (f'{record["latency_ms"]:.2f} ms, ' if record.get('latency_ms') is not None
@@ -72,7 +110,14 @@ def log_progress(logger: MMLogger, driver: 'SearchDriver', record: Dict[str, Any
         logger.warning(f'trial {record["trial"]} ({done}/{driver.max_trials}) failed '
                        f'(reward {record["reward"]}): {record["error"]}')
     stats = record.get('update')
-    if stats:
+    if stats and stats.get('searcher', 'ppo') == 'ppo':
         logger.info(f'PPO update {stats["update"]} on {stats["num_archs"]} archs: mean reward '
                     f'{stats["mean_reward"]:.4f}, max {stats["max_reward"]:.4f}, baseline '
-                    f'{stats["baseline"]:.4f}, entropy {stats["entropy"]:.3f}')
+                    f'{stats["baseline"]:.4f}, entropy {stats["entropy"]:.3f}, clip fraction '
+                    f'{stats["clip_fraction"]:.3f}, approx KL {stats["approx_kl"]:.4f}')
+    elif stats:
+        extra = ', '.join(f'{k} {v:.4g}' for k, v in stats.items()
+                          if isinstance(v, float) and k not in ('mean_reward', 'max_reward'))
+        logger.info(f'{stats["searcher"]} statistics {stats["update"]} '
+                    f'(trials {stats["first_trial"]}..{stats["last_trial"]}): mean reward '
+                    f'{stats["mean_reward"]:.4f}, max {stats["max_reward"]:.4f}; {extra}')

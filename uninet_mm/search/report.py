@@ -9,8 +9,11 @@
   detection pieces), FPN ``in_channels`` = the channels of stages 1, 2, 4, 5. Architectures
   with MLP stages get a fixed 800x1344 input (token mixing has weights per position), and
   none at all when those MLPs would exceed :data:`MAX_DET_MLP_PARAMS` at that size.
-* ``search.png``: reward per trial with the mean reward of every PPO update, and accuracy vs
-  FLOPs with the Pareto front (highest accuracy for at most that many FLOPs); when the log
+* ``pareto.json``: the successful trials no other beats on both objectives, accuracy (higher)
+  and the reward's cost (lower: FLOPs, or the predicted latency with the latency cost), sorted
+  by cost; the same for every searcher (NSGA-II's result is this front).
+* ``search.png``: reward per trial with the mean reward of every PPO update (other
+  searchers: of every window of results), and accuracy vs FLOPs with the Pareto front (highest accuracy for at most that many FLOPs); when the log
   has latencies (a latency table in the reward), a third panel: accuracy vs latency with
   its Pareto front.
 
@@ -60,6 +63,32 @@ def pareto_front(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, flo
         if not front or acc > front[-1][1]:
             front.append((flops, acc))
     return front
+
+
+def record_cost(record: Dict[str, Any]) -> Optional[float]:
+    """The record's cost in the reward's unit: predicted ms (latency cost) or FLOPs."""
+    return record.get('latency_ms') if record.get('cost') == 'latency' else record.get('flops')
+
+
+def pareto_records(history: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Successful records on the (accuracy up, cost down) Pareto front, sorted by cost: each
+    has a higher accuracy than every record with at most its cost (the first of equals)."""
+    ok = [r for r in history if r.get('status') == 'ok' and r.get('accuracy') is not None
+          and record_cost(r) is not None]
+    front: List[Dict[str, Any]] = []
+    for record in sorted(ok, key=lambda r: (record_cost(r), -r['accuracy'], r['trial'])):
+        if not front or record['accuracy'] > front[-1]['accuracy']:
+            front.append(record)
+    return front
+
+
+def write_pareto(history: Sequence[Dict[str, Any]], work_dir: str) -> List[Dict[str, Any]]:
+    """Write ``pareto.json`` (see the module docstring); returns its entries."""
+    keys = ('trial', 'accuracy', 'flops', 'latency_ms', 'cost', 'reward', 'params', 'tokens',
+            'arch', 'searcher')
+    entries = [{k: r.get(k) for k in keys} for r in pareto_records(history)]
+    (Path(work_dir) / 'pareto.json').write_text(json.dumps(entries, indent=2))
+    return entries
 
 
 def _header(record: Dict[str, Any], rank: int, work_dir: Path) -> str:
@@ -177,7 +206,8 @@ def write_top(history: Sequence[Dict[str, Any]], work_dir: str, k: int = 5
 
 
 def update_curve(updates: Sequence[Dict[str, Any]]) -> List[float]:
-    """Mean reward of the architectures of every PPO update, in order."""
+    """Mean reward of the architectures of every PPO update (other searchers: of every
+    statistics window), in order."""
     return [float(u['mean_reward']) for u in updates]
 
 
@@ -203,8 +233,10 @@ def plot_search(history: Sequence[Dict[str, Any]], updates: Sequence[Dict[str, A
                      s=18, marker='x', color='red', label='failed trial')
     if updates:
         mids = [(u['first_trial'] + u['last_trial']) / 2 for u in updates]
+        searcher = updates[0].get('searcher', 'ppo')
         ax_r.plot(mids, update_curve(updates), 'o-', color='black',
-                  label='mean reward of a PPO update')
+                  label='mean reward of a PPO update' if searcher == 'ppo'
+                  else f'mean reward of a window ({searcher})')
     ax_r.set_xlabel('trial')
     ax_r.set_ylabel('reward  a * (t / f) ^ alpha' + ('  (f: latency)' if cost == 'latency'
                                                      else '  (f: FLOPs)'))
@@ -254,8 +286,11 @@ def _plot_latency(ax, timed: Sequence[Dict[str, Any]], top: Optional[Sequence[Di
 
 def write_outputs(history: Sequence[Dict[str, Any]], updates: Sequence[Dict[str, Any]],
                   work_dir: str, k: int = 5) -> Dict[str, Any]:
-    """top{k}.json, the configs and search.png; returns the top entries and the paths."""
+    """top{k}.json, pareto.json, the configs and search.png; returns the top entries and the
+    paths."""
     top = write_top(history, work_dir, k)
+    write_pareto(history, work_dir)
     picture = str(Path(work_dir) / 'search.png')
     plot_search(history, updates, picture, top)
-    return dict(top=top, picture=picture, top_json=str(Path(work_dir) / f'top{k}.json'))
+    return dict(top=top, picture=picture, top_json=str(Path(work_dir) / f'top{k}.json'),
+                pareto_json=str(Path(work_dir) / 'pareto.json'))

@@ -31,13 +31,14 @@ class ProxyTrial:
 
 
 def prepare_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
-                   resume: bool = False, logger=None):
+                   resume: bool = False, logger=None, searcher: Optional[str] = None):
     """Check the config, prepare the data (and the latency table the reward asks for, built
     here if it does not exist yet) and build (or resume) the driver, before any trial.
 
-    Returns ``(settings, proxy, driver)``; every config problem raises here.
+    Returns ``(settings, proxy, driver)``; every config problem raises here (a resume with
+    another searcher than the saved search's too).
     """
-    settings = check_search_config(cfg, max_trials)
+    settings = check_search_config(cfg, max_trials, searcher)
     state = Path(work_dir) / STATE_NAME
     if not resume and state.exists():
         raise FileExistsError(f'{work_dir} already holds a search ({state}); pass --resume to '
@@ -52,7 +53,8 @@ def prepare_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None
 
 def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
                resume: bool = False, backend: str = 'embedded', trial_fn=None,
-               ray_address: Optional[str] = None) -> Dict[str, Any]:
+               ray_address: Optional[str] = None,
+               searcher: Optional[str] = None) -> Dict[str, Any]:
     """Run (or resume) a search and write its outputs into ``work_dir``.
 
     Args:
@@ -64,21 +66,27 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
         trial_fn: embedded backend only: replaces the proxy task (tests, custom scoring).
         ray_address: Ray backend only: the cluster to join (None: start a local one or use
             the one ``ray.init`` was already called for).
+        searcher: overrides the config's searcher type (``'ppo'``, ``'random'``,
+            ``'evolution'``, ``'nsga2'``).
 
     Returns:
-        ``dict(driver, curve, top, picture, top_json, seconds, trials_per_hour)``.
+        ``dict(driver, curve, top, picture, top_json, pareto_json, seconds,
+        trials_per_hour)``.
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}; choose one of {list(BACKENDS)}')
     logger = search_logger(work_dir)
-    settings, proxy, driver = prepare_search(cfg, work_dir, max_trials, resume, logger)
+    settings, proxy, driver = prepare_search(cfg, work_dir, max_trials, resume, logger,
+                                             searcher)
     logger.info(f'search space: {settings.space!r}')
     if settings.latency is not None:
         logger.info(f'latency table {settings.latency.path}: {settings.latency.describe()}')
     logger.info(f'reward: t={settings.reward.target:g} {settings.reward.unit}, '
                 f'alpha={settings.reward.alpha}, '
-                f'hard={settings.reward.hard}; {driver.max_trials} trials, '
-                f'{driver.archs_per_update} per PPO update; backend {backend}')
+                f'hard={settings.reward.hard}; {driver.max_trials} trials; searcher '
+                f'{settings.searcher}' + (f', {driver.archs_per_update} per PPO update'
+                                          if driver.searcher == 'ppo' else '')
+                + f'; backend {backend}')
     start = time.perf_counter()
     done_before = len(driver.history)
     if backend == 'embedded':
@@ -97,7 +105,8 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
     per_hour = scored / seconds * 3600 if seconds > 0 else float('nan')
     logger.info(f'search finished: {len(driver.history)} trials scored '
                 f'({scored} in this run, {seconds:.0f} s, {per_hour:.0f} trials/hour)')
-    logger.info('mean reward per PPO update: ' + ', '.join(f'{v:.4f}' for v in curve))
+    logger.info(f'mean reward per {"PPO update" if driver.searcher == "ppo" else "window"}: '
+                + ', '.join(f'{v:.4f}' for v in curve))
     for entry in outputs['top']:
         latency = (f', {entry["latency_ms"]:.2f} ms' if entry.get('latency_ms') is not None
                    else '')

@@ -106,9 +106,12 @@ class RewardWindow:
         self.window: List[float] = []
         self.best: Optional[float] = None
         self.count = 0
+        self.first: Optional[int] = None
 
-    def add(self, reward: Optional[float]) -> Optional[Dict[str, float]]:
+    def add(self, reward: Optional[float], index: int) -> Optional[Dict[str, float]]:
+        """Add the reward of trial ``index`` (None: failed, not counted)."""
         self.count += 1
+        self.first = index if self.first is None else self.first
         if reward is not None:
             self.window.append(float(reward))
             self.best = reward if self.best is None else max(self.best, reward)
@@ -116,17 +119,17 @@ class RewardWindow:
             return None
         stats = dict(mean_reward=sum(self.window) / len(self.window),
                      max_reward=max(self.window), best_reward=float(self.best),
-                     num_archs=len(self.window))
-        self.window = []
+                     num_archs=len(self.window), first_trial=self.first, last_trial=index)
+        self.window, self.first = [], None
         return stats
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(every=self.every, window=list(self.window), best=self.best,
-                    count=self.count)
+                    count=self.count, first=self.first)
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.every, self.window = state['every'], list(state['window'])
-        self.best, self.count = state['best'], state['count']
+        self.best, self.count, self.first = state['best'], state['count'], state['first']
 
 
 def random_tokens(rng: random.Random, num_choices: Sequence[int]) -> List[int]:

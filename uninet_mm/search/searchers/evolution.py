@@ -103,7 +103,8 @@ class EvolutionSearcher(Searcher):
             if len(self.population) > self.population_size:
                 self.population.pop(0)  # the oldest leaves
             self.num_observed += 1
-            window = self.stats.add(entry['reward'] if entry['status'] == 'ok' else None)
+            window = self.stats.add(entry['reward'] if entry['status'] == 'ok' else None,
+                                   entry['index'])
             if window is not None:
                 alive = [m['reward'] for m in self.population if m['status'] == 'ok']
                 stats = dict(window, population=len(self.population),

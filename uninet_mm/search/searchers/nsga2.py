@@ -97,7 +97,8 @@ class NSGA2Searcher(Searcher):
                                                   float(entry['cost'])])
             else:
                 self.study.tell(entry['number'], state=TrialState.FAIL)
-            window = self.stats.add(entry['reward'] if entry['status'] == 'ok' else None)
+            window = self.stats.add(entry['reward'] if entry['status'] == 'ok' else None,
+                                   entry['index'])
             if window is not None:
                 stats = dict(window, front_size=len(self.pareto_numbers()))
         return stats

@@ -27,7 +27,8 @@ class RandomSearcher(Searcher):
     def observe(self, entries: List[Dict[str, Any]]) -> Optional[Dict[str, float]]:
         stats = None
         for entry in entries:
-            stats = self.stats.add(entry['reward'] if entry['status'] == 'ok' else None) or stats
+            stats = self.stats.add(entry['reward'] if entry['status'] == 'ok' else None,
+                                   entry['index']) or stats
         return stats
 
     def state_dict(self) -> Dict[str, Any]:
