@@ -4,7 +4,6 @@ parallel proposals, config errors before any trial, the visualizer's statistics.
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from uninet_mm.search.records import read_log
 from uninet_mm.search.report import pareto_records, record_cost
 from uninet_mm.search.runner import run_search
 from uninet_mm.search.searchers import SEARCHERS, SearcherError
-from uninet_mm.search.searchers.evolution import EvolutionSearcher, mutate, tournament
+from uninet_mm.search.searchers.evolution import mutate, tournament
 from uninet_mm.search.searchers.random_search import RandomSearcher
 
 pytestmark = pytest.mark.usefixtures('one_thread')
