@@ -49,7 +49,8 @@ setup(
         'tests': read_requirements('tests') + read_requirements('docs'),
         # The documentation site (mkdocs build --strict).
         'docs': read_requirements('docs'),
-        # Ray Tune backend of the architecture search (tools/search.py --backend ray).
+        # Ray Tune backend of the architecture search (tools/search.py --backend ray) and
+        # its NSGA-II searcher (optuna).
         'search': read_requirements('search'),
         # ONNX export and its onnxruntime check (tools/deployment/export_onnx.py).
         'deploy': read_requirements('deploy'),
