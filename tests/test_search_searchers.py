@@ -123,7 +123,8 @@ def test_evolution_population_ages_and_children_are_one_mutation_from_a_parent()
         return (dict(status='failed', error='injected') if index % 5 == 3
                 else optimum_trial(tokens, index))
 
-    driver = make_driver('evolution', max_trials=30)
+    # failures get a reward above any real one: were they allowed as parents, they would win
+    driver = make_driver('evolution', max_trials=30, failure_reward=5.0)
     strategy = driver.strategy
     parents = {}
     observed = []
