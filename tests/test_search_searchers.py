@@ -326,3 +326,41 @@ def test_a_saved_version_1_state_resumes_as_ppo(tmp_path):
     assert resumed.ppo.baseline == driver.ppo.baseline and resumed.finished
     with pytest.raises(SearcherError, match="ran searcher 'ppo'"):
         make_driver('random', 8).load_state_dict(old)
+
+
+@pytest.mark.parametrize('searcher', ['random', 'evolution', 'nsga2'])
+def test_tune_searcher_runs_every_searcher_and_survives_pickling(tmp_path, searcher):
+    """The Ray backend's Tune searcher around the same driver (no cluster needed): several
+    trials out at once, each architecture handed out once, a pickled and restored searcher
+    (Tuner.restore) keeps the running trials and the searcher's state."""
+    import pickle
+
+    from uninet_mm.search.ray_tune import ControllerSearcher
+
+    cfg = synthetic_cfg()
+    cfg.searcher = dict(SMALL[searcher])
+    settings = check_search_config(cfg, max_trials=10)
+    tune_searcher = ControllerSearcher(settings.driver_kwargs(), str(tmp_path))
+    running = {}
+    for step in range(40):
+        config = tune_searcher.suggest(f't{step}')
+        if config == tune_searcher.FINISHED:
+            break
+        if config is not None:
+            running[f't{step}'] = config
+        if len(running) >= 3 or config is None:  # three trials run at once
+            trial_id = sorted(running)[0]
+            done = running.pop(trial_id)
+            tune_searcher.on_trial_complete(trial_id, optimum_trial(done['tokens'],
+                                                                    done['index']))
+        if step == 5:
+            tune_searcher.save(str(tmp_path / 'searcher.pth'))
+            tune_searcher = pickle.loads(pickle.dumps(tune_searcher))
+            tune_searcher.restore(str(tmp_path / 'searcher.pth'))
+    assert config == tune_searcher.FINISHED
+    for trial_id, done in running.items():  # FINISHED: no more suggestions, the rest run on
+        tune_searcher.on_trial_complete(trial_id, optimum_trial(done['tokens'], done['index']))
+    log = read_log(str(tmp_path))
+    assert sorted(r['trial'] for r in log) == list(range(10))
+    assert len({tuple(r['tokens']) for r in log}) >= 5
+    assert tune_searcher.driver.searcher == searcher
