@@ -173,6 +173,24 @@ def test_ray_tune_backend_runs_proxy_trials_on_a_local_cluster(tmp_path, data_ro
 
 
 @pytest.mark.slow
+def test_ray_tune_backend_runs_another_searcher(tmp_path, data_root):
+    """Evolution on Ray: the same driver, log and outputs; children after the population."""
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = tiny_cfg(data_root)
+        cfg.searcher = dict(type='evolution', population_size=2, sample_size=1)
+        out = run_search(cfg, str(tmp_path), max_trials=4, backend='ray', searcher='evolution')
+    finally:
+        ray.shutdown()
+    log = read_log(str(tmp_path))
+    assert sorted(r['trial'] for r in log) == [0, 1, 2, 3]
+    assert all(r['status'] == 'ok' and r['searcher'] == 'evolution' for r in log)
+    assert out['driver'].searcher == 'evolution' and len(out['driver'].strategy.population) == 2
+    assert (tmp_path / 'pareto.json').is_file() and (tmp_path / 'top5.json').is_file()
+
+
+@pytest.mark.slow
 def test_search_tool_end_to_end(tmp_path, data_root):
     """tools/search.py on the tiny built-in search: 6 real trials, 3 updates, then a resume
     that adds 2 more trials."""

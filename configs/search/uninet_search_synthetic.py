@@ -43,6 +43,11 @@ reward = dict(target=10e6, alpha=0.07, hard=False)
 controller = dict(hidden_size=100, init_range=0.1)
 ppo = dict(lr=5e-3, clip=0.2, entropy_weight=1e-5, baseline_decay=0.95, epochs=4, batch_size=6)
 
+# Searcher: 'ppo' (the paper's: the controller and ppo sections above), or 'random',
+# dict(type='evolution', population_size=20, sample_size=5),
+# dict(type='nsga2', population_size=20) (optuna); --searcher NAME overrides the type.
+searcher = dict(type='ppo')
+
 search = dict(
     max_trials=60,
     archs_per_update=6,
