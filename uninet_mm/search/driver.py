@@ -176,6 +176,9 @@ class SearchDriver:
                       batch=len(self.updates))
         if self.latency is not None:
             record.update(latency_ms=latency_ms, latency_table=self.latency.identity)
+        for key in ('epochs', 'early_stopped'):  # optional: how long the trial trained
+            if result.get(key) is not None:
+                record[key] = result[key]
         return record
 
     def _reward_state(self) -> Dict[str, Any]:
