@@ -12,8 +12,11 @@ proxy task trains and scores each (paper section 3.4).
         --backend ray --ray-address auto
 
 Writes into DIR: search_log.jsonl (one line per scored architecture), search_state.pth (the
-controller's whole state, after every trial; --resume continues from it), top5.json,
+controller's whole state, after every trial; --resume continues from it), results.csv (the
+log as a table; uninet_mm.search.records.load_search reads it into pandas), top5.json,
 configs/top*_uninet_in1k.py and configs/top*_mask_rcnn_1x_coco.py, search.png, search.log.
+With --backend ray, Tune sees the reward after every validated epoch
+(--cfg-options "search.scheduler.type=asha" stops weak architectures early).
 A bad config (unknown GOP, t <= 0, empty choice list, missing data set, ...) stops before any
 trial with a message saying what to change.
 """
