@@ -225,10 +225,10 @@ def _scheduler(value: Any, epochs: Optional[int]) -> Optional[Dict[str, Any]]:
         scheduler['max_t'] = epochs
     for key, number in scheduler.items():
         if not _positive_int(number):
+            hint = ('; it defaults to proxy.runner.train_cfg.max_epochs' if key == 'max_t'
+                    else '')
             raise SearchConfigError(f'search.scheduler.{key} = {number!r} must be an int >= 1 '
-                                    f'(proxy epochs)' + (' (max_t defaults to '
-                                    f'proxy.runner.train_cfg.max_epochs)' if key == 'max_t'
-                                    else ''))
+                                    f'(proxy epochs){hint}')
     if kind == 'asha':
         if epochs is not None and scheduler['max_t'] > epochs:
             raise SearchConfigError(f'search.scheduler.max_t = {scheduler["max_t"]} is more '

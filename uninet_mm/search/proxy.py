@@ -38,7 +38,7 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
@@ -47,6 +47,9 @@ from torch import nn
 
 from ..utils.mmengine_private import QuietRunner, forget_instances
 from .reward import MnasReward
+
+if TYPE_CHECKING:
+    from .space import SearchSpace
 
 PROXY_DATA_TYPES = ('synthetic_shapes', 'imagenet_holdout')
 
@@ -286,7 +289,7 @@ class ProxyTrial:
         every_epoch: validate after every epoch (for a scheduler), not only after the last.
     """
 
-    def __init__(self, space, proxy: Dict[str, Any], trial_dir: str,
+    def __init__(self, space: 'SearchSpace', proxy: Dict[str, Any], trial_dir: str,
                  reward: Optional[MnasReward] = None, failure_reward: Optional[float] = 0.0,
                  every_epoch: bool = False):
         self.space = space

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from mmengine.logging import MMLogger
 
@@ -44,6 +44,9 @@ from .config import SearchSettings
 from .driver import SearchDriver
 from .proxy import ProxyTrial
 from .records import append_log, log_progress, search_logger, write_log
+
+if TYPE_CHECKING:
+    from ray.tune.schedulers import TrialScheduler
 
 try:
     from ray import tune
@@ -197,7 +200,7 @@ def proxy_trainable(config: Dict[str, Any], trial: ProxyTrial) -> None:
     report(result)
 
 
-def build_scheduler(settings: SearchSettings):
+def build_scheduler(settings: SearchSettings) -> Optional['TrialScheduler']:
     """The Ray Tune trial scheduler of ``search.scheduler`` (None: Tune's FIFO), counting
     time in proxy epochs (``training_iteration``: one report per validated epoch)."""
     cfg = settings.search.get('scheduler')
@@ -212,7 +215,7 @@ def build_scheduler(settings: SearchSettings):
     return MedianStoppingRule(time_attr='training_iteration', **kwargs)
 
 
-def _trainable(settings: SearchSettings, proxy: Dict[str, Any], work_dir: str):
+def _trainable(settings: SearchSettings, proxy: Dict[str, Any], work_dir: str) -> Any:
     resources = dict(cpu=settings.ray['cpus_per_trial'], gpu=settings.ray['gpus_per_trial'])
     trial = ProxyTrial(settings.space, proxy, str(Path(work_dir).resolve() / 'trials'),
                        reward=settings.reward, failure_reward=settings.search['failure_reward'],

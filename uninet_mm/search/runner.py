@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from .config import SearchSettings, check_search_config, prepare_latency_table
+from .config import check_search_config, prepare_latency_table
 from .driver import STATE_NAME, SearchDriver
 from .embedded import run_embedded
 from .proxy import ProxyTrial, prepare_proxy
