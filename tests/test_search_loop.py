@@ -245,3 +245,11 @@ def test_scheduler_settings_are_checked():
             check_search_config(synthetic_cfg(scheduler=bad))
     with pytest.raises(SearchConfigError, match='needs search.val_every_epoch'):
         check_search_config(synthetic_cfg(scheduler=dict(type='asha'), val_every_epoch=False))
+
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    from uninet_mm.search.ray_tune import build_scheduler
+    asha = build_scheduler(settings)
+    assert isinstance(asha, ASHAScheduler) and asha._time_attr == 'training_iteration'
+    assert isinstance(build_scheduler(median), MedianStoppingRule)
+    assert build_scheduler(check_search_config(synthetic_cfg())) is None
