@@ -45,7 +45,7 @@ SCHEDULERS = dict(asha=dict(max_t=None, grace_period=1, reduction_factor=2, brac
 #: after its worker died, e.g. with a lost node; after that it is recorded as failed.
 #: ``verbose``: Ray Tune's console output (0 silent, 1 status table, 2 every result).
 #: ``reuse_actors``: a worker process runs trial after trial (no new process, imports and
-#: Ray actor per trial: about 15 s a trial saved on a loaded 2-core machine).
+#: Ray actor per trial; a new one took about 15 s to start on a loaded 2-core machine).
 RAY_KEYS = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None, max_failures=3,
                 verbose=1, reuse_actors=True)
 
