@@ -339,6 +339,38 @@ def test_latency_reward_is_recomputed_from_the_log(tmp_path, table_path):
         assert row['predicted_ms'] == pytest.approx(table.predict(row['arch']))
 
 
+def test_tune_workers_get_the_latency_and_report_the_logged_reward(tmp_path, table_path):
+    """Ray backend with the latency cost: the searcher hands each trial its predicted latency
+    (workers need no table) or why it is infeasible; the reward a worker reports to Tune
+    (ProxyTrial.score) is the one the driver logs."""
+    from uninet_mm.search.proxy import ProxyTrial
+    from uninet_mm.search.ray_tune import DriverSearcher
+
+    settings = check_search_config(latency_cfg(table_path, hard=False), max_trials=8)
+    settings.search['archs_per_update'] = 4
+    searcher = DriverSearcher(SearchDriver(**settings.driver_kwargs()), str(tmp_path))
+    scorer = ProxyTrial(settings.space, {}, str(tmp_path), reward=settings.reward)
+    reported = {}
+    for batch in range(2):
+        configs = {f'{batch}-{i}': searcher.suggest(f'{batch}-{i}') for i in range(4)}
+        for trial_id, config in configs.items():
+            if 'infeasible' in config:
+                assert 'latency_ms' not in config and 'MLP' in config['infeasible']
+                result = dict(status='failed', error=config['infeasible'])
+            else:
+                result = fake_trial(config['tokens'], config['index'])
+                assert config['latency_ms'] == pytest.approx(
+                    LatencyTable.load(table_path).predict(settings.space.decode(
+                        config['tokens'])))
+            reported[config['index']] = scorer.score(result, config.get('latency_ms'))
+            searcher.on_trial_complete(trial_id, result)
+    log = read_log(str(tmp_path))
+    assert sorted(r['trial'] for r in log) == list(range(8))
+    for record in log:
+        assert record['reward'] == pytest.approx(reported[record['trial']], rel=1e-12)
+    assert {r['status'] for r in log} == {'ok', 'failed'}  # both kinds were handed out
+
+
 def test_hard_latency_reward():
     reward = MnasReward(target=10.0, hard=True, cost='latency')
     assert reward(0.5, 8.0) == pytest.approx(0.5) and reward(0.5, 20.0) == pytest.approx(0.25)

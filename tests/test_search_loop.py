@@ -180,33 +180,76 @@ def test_resume_refuses_another_search_and_fresh_start_refuses_old_state(tmp_pat
 
 
 def test_ray_searcher_hands_out_each_arch_once_and_survives_save_restore(tmp_path):
-    """ControllerSearcher as Tune drives it: suggestions wait for the batch, results update
-    the controller, and a pickled + restored searcher (Tuner.restore) keeps the trials that
-    were running and samples nothing twice."""
+    """DriverSearcher as Tune drives it: suggestions wait for the batch, results update the
+    controller, and a pickled + restored searcher (Tuner.restore) drives the driver resumed
+    from search_state.pth: it keeps the trials that were running and samples nothing twice."""
     import pickle
 
-    from uninet_mm.search.ray_tune import ControllerSearcher
+    from uninet_mm.search import ray_tune
+    from uninet_mm.search.ray_tune import DriverSearcher
 
     settings = check_search_config(synthetic_cfg(archs_per_update=3), max_trials=6)
-    searcher = ControllerSearcher(settings.driver_kwargs(), str(tmp_path))
+    searcher = DriverSearcher(SearchDriver(**settings.driver_kwargs()), str(tmp_path))
+    assert (searcher.metric, searcher.mode) == ('reward', 'max')
     first = [searcher.suggest(f't{i}') for i in range(3)]
     assert [c['index'] for c in first] == [0, 1, 2]
     assert searcher.suggest('t3') is None  # the update waits for the batch
-    assert first[0]['backbone_kwargs']['input_size'] == (32, 32)
+    assert 'latency_ms' not in first[0] and 'infeasible' not in first[0]
     searcher.on_trial_complete('t1', fake_trial(first[1]['tokens'], 1))
     searcher.on_trial_complete('t0', None, error=True)
 
-    searcher.save(str(tmp_path / 'searcher.pth'))
-    restored = pickle.loads(pickle.dumps(searcher))  # what Tune keeps in tuner.pkl
-    restored.restore(str(tmp_path / 'searcher.pth'))
+    searcher.save(str(tmp_path / 'searcher.json'))
+    pickled = pickle.dumps(searcher)  # what Tune keeps in tuner.pkl
+    assert b'controller' not in pickled  # no driver state in it: search_state.pth has that
+    restored = pickle.loads(pickled)
+    resumed = SearchDriver(**settings.driver_kwargs())
+    resumed.load(str(tmp_path))  # what prepare_search(resume=True) checks and hands on
+    ray_tune._DRIVERS[str(tmp_path.resolve())] = resumed
+    try:
+        restored.restore(str(tmp_path / 'searcher.json'))
+    finally:
+        ray_tune._DRIVERS.clear()
+    assert restored.driver is resumed
     assert restored.suggest('t9') is None  # t2 is still running: not handed out again
     restored.on_trial_complete('t2', fake_trial(first[2]['tokens'], 2))
     assert len(restored.driver.updates) == 1
     second = [restored.suggest(f'u{i}') for i in range(3)]
     assert [c['index'] for c in second] == [3, 4, 5]
     for i, config in enumerate(second):
-        restored.on_trial_complete(f'u{i}', fake_trial(config['tokens'], config['index']))
+        result = dict(fake_trial(config['tokens'], config['index']), epochs=1, max_epochs=2)
+        restored.on_trial_complete(f'u{i}', result)
+    restored.on_trial_complete('u0', fake_trial(second[0]['tokens'], 3))  # a rerun: ignored
     assert restored.suggest('u9') == restored.FINISHED
     log = read_log(str(tmp_path))
     assert sorted(r['trial'] for r in log) == list(range(6))
     assert [r['status'] for r in log][:2] == ['ok', 'failed']
+    assert [r.get('early_stopped') for r in log] == [False] * 3 + [True] * 3
+    assert [r.get('epochs') for r in log][3:] == [1, 1, 1]
+
+
+def test_scheduler_settings_are_checked():
+    cfg = synthetic_cfg(scheduler=dict(type='asha', grace_period=1))
+    settings = check_search_config(cfg)
+    assert settings.search['scheduler'] == dict(type='asha', max_t=2, grace_period=1,
+                                                reduction_factor=2, brackets=1)
+    assert settings.search['val_every_epoch'] is True  # a scheduler needs a result per epoch
+    assert check_search_config(synthetic_cfg()).search['val_every_epoch'] is False
+    median = check_search_config(synthetic_cfg(scheduler=dict(type='median')))
+    assert median.search['scheduler']['type'] == 'median'
+    for bad, match in ((dict(type='hyperband'), "type 'hyperband' is unknown"),
+                       ('asha', "type 'asha' is unknown"),
+                       (dict(type='asha', rungs=3), r"unknown keys \['rungs'\]"),
+                       (dict(type='asha', max_t=5), 'more than the 2 proxy epochs'),
+                       (dict(type='asha', grace_period=0), 'grace_period = 0')):
+        with pytest.raises(SearchConfigError, match=match):
+            check_search_config(synthetic_cfg(scheduler=bad))
+    with pytest.raises(SearchConfigError, match='needs search.val_every_epoch'):
+        check_search_config(synthetic_cfg(scheduler=dict(type='asha'), val_every_epoch=False))
+
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    from uninet_mm.search.ray_tune import build_scheduler
+    asha = build_scheduler(settings)
+    assert isinstance(asha, ASHAScheduler) and asha._time_attr == 'training_iteration'
+    assert isinstance(build_scheduler(median), MedianStoppingRule)
+    assert build_scheduler(check_search_config(synthetic_cfg())) is None

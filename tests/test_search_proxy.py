@@ -54,6 +54,32 @@ def test_one_real_proxy_trial(tmp_path, data_root):
     assert result['params'] == counted['params'] > 0
 
 
+def test_proxy_trial_reports_the_reward_after_every_epoch(tmp_path, data_root):
+    """The trial function of both backends: with every_epoch, one result per epoch, each with
+    the reward of its accuracy; without, one validation, at the end."""
+    from uninet_mm.search.proxy import ProxyTrial
+
+    cfg = tiny_cfg(data_root)
+    cfg.proxy.runner.train_cfg.max_epochs = 2
+    settings = check_search_config(cfg)
+    proxy = prepare_proxy(settings.proxy, str(tmp_path))
+    tokens = settings.space.sample(__import__('random').Random(3))
+    seen = []
+    trial = ProxyTrial(settings.space, proxy, str(tmp_path), reward=settings.reward,
+                       every_epoch=True)
+    result = trial(tokens, 7, on_epoch=seen.append)
+    assert result['status'] == 'ok', result['error']
+    assert [r['epochs'] for r in seen] == [1, 2] and result['epochs'] == 2
+    for report in seen:
+        assert report['reward'] == settings.reward(report['accuracy'], report['flops'])
+    assert (result['accuracy'], result['reward']) == (seen[-1]['accuracy'], seen[-1]['reward'])
+    assert (tmp_path / '00007').is_dir()
+
+    seen.clear()
+    once = ProxyTrial(settings.space, proxy, str(tmp_path))(tokens, 8, on_epoch=seen.append)
+    assert [r['epochs'] for r in seen] == [2] and 'reward' not in once
+
+
 def test_nan_loss_and_bad_arch_fail_the_trial_not_the_search(tmp_path, data_root):
     settings = check_search_config(tiny_cfg(data_root))
     proxy = prepare_proxy(settings.proxy, str(tmp_path))

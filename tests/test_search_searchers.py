@@ -329,18 +329,21 @@ def test_a_saved_version_1_state_resumes_as_ppo(tmp_path):
 
 
 @pytest.mark.parametrize('searcher', ['random', 'evolution', 'nsga2'])
-def test_tune_searcher_runs_every_searcher_and_survives_pickling(tmp_path, searcher):
+def test_tune_searcher_runs_every_searcher_and_survives_pickling(tmp_path, monkeypatch,
+                                                                 searcher):
     """The Ray backend's Tune searcher around the same driver (no cluster needed): several
-    trials out at once, each architecture handed out once, a pickled and restored searcher
-    (Tuner.restore) keeps the running trials and the searcher's state."""
+    trials out at once, each architecture handed out once; a pickled and restored searcher
+    (what Tuner.restore does after a resume reloaded the driver from search_state.pth) keeps
+    the running trials and the searcher's state."""
     import pickle
 
-    from uninet_mm.search.ray_tune import ControllerSearcher
+    from uninet_mm.search import ray_tune
 
     cfg = synthetic_cfg()
     cfg.searcher = dict(SMALL[searcher])
     settings = check_search_config(cfg, max_trials=10)
-    tune_searcher = ControllerSearcher(settings.driver_kwargs(), str(tmp_path))
+    tune_searcher = ray_tune.DriverSearcher(SearchDriver(**settings.driver_kwargs()),
+                                            str(tmp_path))
     running = {}
     for step in range(40):
         config = tune_searcher.suggest(f't{step}')
@@ -356,6 +359,9 @@ def test_tune_searcher_runs_every_searcher_and_survives_pickling(tmp_path, searc
         if step == 5:
             tune_searcher.save(str(tmp_path / 'searcher.pth'))
             tune_searcher = pickle.loads(pickle.dumps(tune_searcher))
+            resumed = SearchDriver(**settings.driver_kwargs())
+            resumed.load(str(tmp_path))
+            monkeypatch.setitem(ray_tune._DRIVERS, ray_tune._key(str(tmp_path)), resumed)
             tune_searcher.restore(str(tmp_path / 'searcher.pth'))
     assert config == tune_searcher.FINISHED
     for trial_id, done in running.items():  # FINISHED: no more suggestions, the rest run on

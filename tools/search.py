@@ -17,9 +17,12 @@ outputs (docs/search.md).
 
 Writes into DIR: search_log.jsonl (one line per scored architecture), search_state.pth (the
 searcher's whole state, after every trial; --resume continues from it, with the same
-searcher), top5.json, pareto.json, configs/top*_uninet_in1k.py and
+searcher), results.csv (the log as a table; uninet_mm.search.records.load_search reads it
+into pandas), top5.json, pareto.json, configs/top*_uninet_in1k.py and
 configs/top*_mask_rcnn_1x_coco.py, search.png, search.log, vis/ (the searcher's statistics:
 vis_data/scalars.json and TensorBoard events).
+With --backend ray, Tune sees the reward after every validated epoch
+(--cfg-options "search.scheduler.type=asha" stops weak architectures early).
 A bad config (unknown GOP, t <= 0, empty choice list, missing data set, ...) stops before any
 trial with a message saying what to change.
 """

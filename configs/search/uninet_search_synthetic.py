@@ -54,13 +54,18 @@ search = dict(
     seed=0,
     # Reward of a failed trial (exception, NaN loss, out of memory); None: left out of updates.
     failure_reward=0.0,
-    top_k=5)
+    top_k=5,
+    # Ray backend: scheduler=dict(type='asha', grace_period=1, reduction_factor=2) (or
+    # --cfg-options search.scheduler.type=asha) stops weak architectures early
+    # (docs/search.md); it makes the proxy validate after every epoch (val_every_epoch
+    # None: only with a scheduler).
+    val_every_epoch=None)
 
 # Ray Tune backend (--backend ray): resources of one trial, how many run at once.
 # max_failures: a trial whose worker dies (lost node, killed process) starts again with the
 # same architecture up to this many times, then counts as failed (docs/cluster.md).
 ray = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None,
-           max_failures=3)
+           max_failures=3, verbose=1, reuse_actors=True)
 
 data_preprocessor = dict(
     num_classes=5, mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0], to_rgb=True)

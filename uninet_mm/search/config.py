@@ -9,11 +9,15 @@ A search config has these top-level entries (see ``configs/search/uninet_search_
                   against those settings and built on first use when the file is missing
 ``controller``    kwargs of :class:`~uninet_mm.search.controller.LSTMController`
 ``ppo``           kwargs of :class:`~uninet_mm.search.ppo.PPOTrainer`
-``search``        ``max_trials``, ``archs_per_update``, ``seed``, ``failure_reward``, ``top_k``
+``search``        ``max_trials``, ``archs_per_update``, ``seed``, ``failure_reward``, ``top_k``,
+                  ``scheduler`` (Ray backend: ``dict(type='asha' | 'median', ...)``, a Ray Tune
+                  trial scheduler that stops weak architectures early), ``val_every_epoch``
+                  (validate, and report to Tune, after every proxy epoch; default: only with a
+                  scheduler)
 ``searcher``      optional: ``dict(type='ppo' | 'random' | 'evolution' | 'nsga2', **settings)``
                   (default ``ppo``, the paper's; see :mod:`uninet_mm.search.searchers`)
-``ray``           ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent``, ``max_failures``
-                  (Ray backend only)
+``ray``           ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent``, ``max_failures``,
+                  ``verbose``, ``reuse_actors`` (Ray backend only)
 ``proxy``         the proxy task (:mod:`uninet_mm.search.proxy`)
 
 Every problem raises :class:`SearchConfigError` naming the entry and what to change.
@@ -36,10 +40,18 @@ from .space import SearchSpace
 SECTIONS = ('search_space', 'reward', 'controller', 'ppo', 'search', 'searcher', 'ray',
             'proxy')
 SEARCH_KEYS = dict(max_trials=None, archs_per_update=None, seed=0, failure_reward=0.0,
-                   top_k=5)
+                   top_k=5, scheduler=None, val_every_epoch=None)
+#: Ray Tune trial schedulers ``search.scheduler`` may name, with their settings and defaults
+#: (``max_t`` None: the proxy's epochs). Time is counted in proxy epochs.
+SCHEDULERS = dict(asha=dict(max_t=None, grace_period=1, reduction_factor=2, brackets=1),
+                  median=dict(grace_period=1, min_samples_required=3))
 #: ``max_failures``: how often Ray Tune starts a trial again (same architecture, another node)
 #: after its worker died, e.g. with a lost node; after that it is recorded as failed.
-RAY_KEYS = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None, max_failures=3)
+#: ``verbose``: Ray Tune's console output (0 silent, 1 status table, 2 every result).
+#: ``reuse_actors``: a worker process runs trial after trial (no new process, imports and
+#: Ray actor per trial; a new one took about 15 s to start on a loaded 2-core machine).
+RAY_KEYS = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None, max_failures=3,
+                verbose=1, reuse_actors=True)
 
 
 class SearchConfigError(ValueError):
@@ -167,6 +179,16 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None,
         raise SearchConfigError(f'search.failure_reward = {failure!r} must be a finite number '
                                 f'or None (failed trials left out of the PPO update)')
 
+    search['scheduler'] = _scheduler(search['scheduler'], _proxy_epochs(cfg))
+    if search['val_every_epoch'] is None:
+        search['val_every_epoch'] = search['scheduler'] is not None
+    if not isinstance(search['val_every_epoch'], bool):
+        raise SearchConfigError(f'search.val_every_epoch = {search["val_every_epoch"]!r} must '
+                                f'be True, False or None (None: True with a scheduler)')
+    if search['scheduler'] is not None and not search['val_every_epoch']:
+        raise SearchConfigError('search.scheduler needs search.val_every_epoch (a result every '
+                                'epoch to stop on); leave it None or set True')
+
     controller = _section(cfg, 'controller', required=False)
     try:  # build once to check the controller and PPO settings
         PPOTrainer(LSTMController(space.num_choices, **controller), **ppo)
@@ -178,6 +200,11 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None,
         value = ray[key]
         if not is_number(value, 0):
             raise SearchConfigError(f'ray.{key} = {value!r} must be a number >= 0')
+    if ray['verbose'] not in (0, 1, 2, 3):
+        raise SearchConfigError(f'ray.verbose = {ray["verbose"]!r} must be 0, 1, 2 or 3')
+    if not isinstance(ray['reuse_actors'], bool):
+        raise SearchConfigError(f'ray.reuse_actors = {ray["reuse_actors"]!r} must be True or '
+                                f'False')
     retries = ray['max_failures']
     if not is_int(retries, -1):
         raise SearchConfigError(f'ray.max_failures = {retries!r} must be an integer >= 0 '
@@ -194,6 +221,47 @@ def check_search_config(cfg: Mapping, max_trials: Optional[int] = None,
     return SearchSettings(space=space, reward=reward, controller=controller, ppo=ppo,
                           search=search, ray=ray, proxy=proxy, searcher=searcher_cfg,
                           latency=latency, latency_build=latency_build)
+
+
+def _proxy_epochs(cfg: Mapping) -> Optional[int]:
+    try:
+        epochs = cfg['proxy']['runner']['train_cfg']['max_epochs']
+    except (KeyError, TypeError):
+        return None  # prepare_proxy says what is missing
+    return epochs if is_int(epochs, 1) else None
+
+
+def _scheduler(value: Any, epochs: Optional[int]) -> Optional[Dict[str, Any]]:
+    """The checked ``search.scheduler`` with its defaults filled in, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or value.get('type') not in SCHEDULERS:
+        kind = value.get('type') if isinstance(value, Mapping) else value
+        raise SearchConfigError(f'search.scheduler type {kind!r} is unknown; use '
+                                f'dict(type=...) with one of {list(SCHEDULERS)} (Ray Tune\'s '
+                                f'ASHAScheduler, MedianStoppingRule) or None')
+    value = dict(value)
+    kind = value.pop('type')
+    scheduler = _with_defaults(f'search.scheduler ({kind})', value, SCHEDULERS[kind])
+    if kind == 'asha' and scheduler['max_t'] is None:
+        scheduler['max_t'] = epochs
+    for key, number in scheduler.items():
+        if not is_int(number, 1):
+            hint = ('; it defaults to proxy.runner.train_cfg.max_epochs' if key == 'max_t'
+                    else '')
+            raise SearchConfigError(f'search.scheduler.{key} = {number!r} must be an int >= 1 '
+                                    f'(proxy epochs){hint}')
+    if kind == 'asha':
+        if epochs is not None and scheduler['max_t'] > epochs:
+            raise SearchConfigError(f'search.scheduler.max_t = {scheduler["max_t"]} is more '
+                                    f'than the {epochs} proxy epochs a trial runs')
+        if scheduler['grace_period'] > scheduler['max_t']:
+            raise SearchConfigError(f'search.scheduler.grace_period = '
+                                    f'{scheduler["grace_period"]} must be <= max_t = '
+                                    f'{scheduler["max_t"]}')
+        if scheduler['reduction_factor'] < 2:
+            raise SearchConfigError('search.scheduler.reduction_factor must be >= 2')
+    return dict(type=kind, **scheduler)
 
 
 def _latency_table(table_cfg: Any, reward: MnasReward, space: SearchSpace):

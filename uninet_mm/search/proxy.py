@@ -10,8 +10,11 @@ One trial (:func:`run_proxy_trial`):
    size, classifier head included, as the paper counts);
 3. trains it with an mmengine ``Runner`` (``proxy.runner``: dataloaders, optimizer, schedule,
    ``train_cfg.max_epochs`` epochs) on the training split, then scores top-1 accuracy on the
-   held-out split once, after training;
-4. returns ``dict(status, accuracy (fraction), flops, params, seconds, cpu_seconds, error)``.
+   held-out split once, after training (or after every epoch, ``every_epoch``, for a Ray Tune
+   scheduler: each validation goes to ``on_epoch``);
+4. returns ``dict(status, accuracy (fraction), flops, params, seconds, cpu_seconds, error,
+   epochs, max_epochs)``. :class:`ProxyTrial` wraps it for both backends (tokens in, result
+   with its ``reward`` out).
    An exception, a non-finite loss (:class:`~uninet_mm.engine.hooks.NonFiniteLossHook`) or
    running out of memory gives
    ``status='failed'`` with the error, never an exception.
@@ -35,7 +38,7 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
@@ -43,6 +46,10 @@ from mmengine.runner import Runner
 from torch import nn
 
 from ..utils.mmengine_private import QuietRunner, forget_instances
+from .reward import MnasReward
+
+if TYPE_CHECKING:
+    from .space import SearchSpace
 
 PROXY_DATA_TYPES = ('synthetic_shapes', 'imagenet_holdout')
 
@@ -52,14 +59,18 @@ class ProxyConfigError(ValueError):
 
 
 class MetricsCaptureHook(Hook):
-    """Keeps the metrics of the last validation (the one after the last training epoch)."""
+    """Keeps the metrics of the last validation and hands every validation's metrics, with
+    the epochs trained so far, to ``on_val(epoch, metrics)`` when given."""
     priority = 'VERY_LOW'
 
-    def __init__(self):
+    def __init__(self, on_val: Optional[Callable[[int, Dict[str, float]], None]] = None):
         self.metrics: Dict[str, float] = {}
+        self.on_val = on_val
 
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
         self.metrics = dict(metrics or {})
+        if self.on_val is not None:
+            self.on_val(runner.epoch, self.metrics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,34 +207,56 @@ def count_model(model: nn.Module, input_size: Tuple[int, int]) -> Dict[str, int]
     return dict(flops=int(result['flops']), params=int(result['params']))
 
 
+#: ``on_epoch(result)``: called after every validation with the trial's result so far.
+EpochCallback = Callable[[Dict[str, Any]], None]
+
+
 def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work_dir: str,
-                    trial_name: str = 'trial') -> Dict[str, Any]:
+                    trial_name: str = 'trial', on_epoch: Optional[EpochCallback] = None,
+                    every_epoch: bool = False) -> Dict[str, Any]:
     """Train and score one architecture (see the module docstring); never raises for a
     failing architecture, returns ``status='failed'`` and the error instead. The trial's
-    logger, message hub and visualizer are released afterwards."""
+    logger, message hub and visualizer are released afterwards.
+
+    Args:
+        every_epoch: validate after every epoch (default: once, after the last one).
+        on_epoch: called after every validation with the result so far (``status='ok'``,
+            ``accuracy``, ``flops``, ``params``, ``seconds``, ``cpu_seconds``, ``epochs``
+            trained so far, ``max_epochs``); an exception it raises fails the trial.
+    """
     start, cpu_start = time.perf_counter(), time.process_time()
     threads = proxy.get('threads')
     if threads:
         torch.set_num_threads(int(threads))
     input_size = tuple(backbone_kwargs['input_size'])
+    max_epochs = proxy['runner']['train_cfg']['max_epochs']
     result: Dict[str, Any] = dict(status='ok', error=None, accuracy=None, flops=None,
-                                  params=None)
-    runner = None
-    try:
-        model = build_proxy_model(proxy, backbone_kwargs)
-        result.update(count_model(model, input_size))
-        capture = MetricsCaptureHook()
-        runner = _build_runner(proxy, model, Path(work_dir) / trial_name, capture)
-        runner.train()
-        metrics = capture.metrics
-        key = proxy.get('accuracy_key', 'accuracy/top1')
+                                  params=None, epochs=0, max_epochs=max_epochs)
+    key = proxy.get('accuracy_key', 'accuracy/top1')
+
+    def validated(epoch: int, metrics: Dict[str, float]) -> None:
         if key not in metrics:
             raise KeyError(f'validation gave {sorted(metrics)}, not {key!r}; set '
                            f'proxy.accuracy_key')
         accuracy = float(metrics[key]) / proxy.get('accuracy_scale', 100.0)
         if not math.isfinite(accuracy):
             raise FloatingPointError(f'non-finite accuracy {accuracy}')
-        result['accuracy'] = accuracy
+        result.update(accuracy=accuracy, epochs=int(epoch),
+                      seconds=time.perf_counter() - start,
+                      cpu_seconds=time.process_time() - cpu_start)
+        if on_epoch is not None:
+            on_epoch(dict(result))
+
+    runner = None
+    try:
+        model = build_proxy_model(proxy, backbone_kwargs)
+        result.update(count_model(model, input_size))
+        capture = MetricsCaptureHook(validated)
+        runner = _build_runner(proxy, model, Path(work_dir) / trial_name, capture,
+                               every_epoch=every_epoch)
+        runner.train()
+        if result['accuracy'] is None:
+            raise RuntimeError('the proxy run ended without a validation')
     except torch.OutOfMemoryError as exc:
         result.update(status='failed', error=f'out of memory: {exc}'.splitlines()[0])
     except Exception as exc:  # noqa: BLE001 -- the search records the error and goes on
@@ -239,10 +272,66 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
     return result
 
 
+class ProxyTrial:
+    """The trial function of both backends: the proxy task on an architecture's tokens.
+
+    ``trial(tokens, index)`` returns the result of :func:`run_proxy_trial`; with ``reward``
+    given, every result (the final one and those handed to ``on_epoch``) also carries the
+    ``reward`` of its accuracy, so a Ray Tune worker can report it every epoch. The driver
+    computes the logged reward itself, with the same :class:`~.reward.MnasReward`.
+
+    Args:
+        space: the search space (tokens to backbone kwargs).
+        proxy: the prepared proxy config (:func:`prepare_proxy`).
+        trial_dir: folder of the trials' runner folders (``trial_dir/{index:05d}``).
+        reward: the reward settings (None: no ``reward`` in the results).
+        failure_reward: ``reward`` of a failed trial (None: NaN).
+        every_epoch: validate after every epoch (for a scheduler), not only after the last.
+    """
+
+    def __init__(self, space: 'SearchSpace', proxy: Dict[str, Any], trial_dir: str,
+                 reward: Optional[MnasReward] = None, failure_reward: Optional[float] = 0.0,
+                 every_epoch: bool = False):
+        self.space = space
+        self.proxy = proxy
+        self.trial_dir = str(trial_dir)
+        self.reward = reward
+        self.failure_reward = failure_reward
+        self.every_epoch = bool(every_epoch)
+
+    def __call__(self, tokens: List[int], index: int, on_epoch: Optional[EpochCallback] = None,
+                 latency_ms: Optional[float] = None) -> Dict[str, Any]:
+        """Run the trial; ``latency_ms`` is the architecture's predicted latency (needed for
+        the reward when its cost is latency)."""
+        def scored(result: Dict[str, Any]) -> Dict[str, Any]:
+            return dict(result, reward=self.score(result, latency_ms))
+
+        callback = None if on_epoch is None else (lambda result: on_epoch(scored(result)))
+        result = run_proxy_trial(self.proxy, self.space.backbone_kwargs(tokens), self.trial_dir,
+                                 trial_name=f'{index:05d}', on_epoch=callback,
+                                 every_epoch=self.every_epoch)
+        return scored(result) if self.reward is not None else result
+
+    def score(self, result: Dict[str, Any], latency_ms: Optional[float] = None
+              ) -> Optional[float]:
+        """The reward of a result (``failure_reward``, NaN for None, when it failed or cannot
+        be scored); None without reward settings."""
+        if self.reward is None:
+            return None
+        failed = float('nan') if self.failure_reward is None else float(self.failure_reward)
+        if result.get('status', 'ok') != 'ok':
+            return failed
+        cost = latency_ms if self.reward.cost == 'latency' else result.get('flops')
+        try:
+            return self.reward(result['accuracy'], cost)
+        except (TypeError, ValueError):
+            return failed
+
+
 def _build_runner(proxy: Dict[str, Any], model: nn.Module, work_dir: Path,
-                  capture: 'MetricsCaptureHook') -> Runner:
+                  capture: 'MetricsCaptureHook', every_epoch: bool = False) -> Runner:
     """An mmengine Runner that trains ``model`` for the proxy epochs and validates once, after
-    the last epoch (``capture`` keeps the metrics).
+    the last epoch, or after every epoch with ``every_epoch`` (``capture`` sees the metrics).
 
     Quiet (warnings only), no checkpoints written, a NaN guard hook, its own experiment name
     (so its logger and message hub are not shared with other trials).
@@ -250,7 +339,8 @@ def _build_runner(proxy: Dict[str, Any], model: nn.Module, work_dir: Path,
     cfg = copy.deepcopy(proxy['runner'])
     cfg.pop('model')
     epochs = cfg['train_cfg']['max_epochs']
-    cfg['train_cfg'] = dict(cfg['train_cfg'], by_epoch=True, val_interval=epochs)
+    cfg['train_cfg'] = dict(cfg['train_cfg'], by_epoch=True,
+                           val_interval=1 if every_epoch else epochs)
     hooks = dict(checkpoint=dict(type='CheckpointHook', interval=-1, save_last=False),
                  logger=dict(type='LoggerHook', interval=10**6), timer=dict(type='IterTimerHook'),
                  param_scheduler=dict(type='ParamSchedulerHook'))

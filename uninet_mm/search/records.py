@@ -1,5 +1,6 @@
 """The search's records: its logger, ``search_log.jsonl`` (one line per scored architecture),
-the progress lines and the searcher's statistics in mmengine's visualizer (``WORK_DIR/vis``:
+the progress lines, ``results.csv`` (the same rows as a table), :func:`load_search`, and the
+searcher's statistics in mmengine's visualizer (``WORK_DIR/vis``:
 ``vis_data/scalars.json`` and TensorBoard events; PPO: mean reward, baseline, entropy, clip fraction,
 approximate KL of every update; the other searchers: mean / best reward of every window of
 results plus their own, e.g. the population's best for evolution)."""
@@ -9,16 +10,19 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 from mmengine.logging import MMLogger
 from mmengine.visualization import Visualizer
 
 if TYPE_CHECKING:
+    import pandas
+
     from .driver import SearchDriver
 
 LOG_NAME = 'search_log.jsonl'
 VIS_DIR = 'vis'
+RESULTS_NAME = 'results.csv'
 
 
 def search_logger(work_dir: str) -> MMLogger:
@@ -53,6 +57,33 @@ def read_log(work_dir: str) -> List[Dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_search(work_dir: str) -> 'pandas.DataFrame':
+    """The search in ``work_dir`` (either backend, finished or not) as a DataFrame: one row
+    per scored architecture, in the order scored, the columns of ``search_log.jsonl``
+    (``tokens``, ``arch``, ``update``, ... stay lists and dicts)."""
+    import pandas
+
+    path = Path(work_dir) / LOG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f'no search log at {path}')
+    return pandas.DataFrame(read_log(work_dir))
+
+
+def write_results(work_dir: str, records: Sequence[Dict[str, Any]]) -> Path:
+    """Write ``results.csv``: one row per record (a trial), the log's fields as columns; lists
+    and dicts (``tokens``, ``arch``, ...) as JSON text."""
+    import pandas
+
+    rows = [{key: json.dumps(value, default=_json_default)
+             if isinstance(value, (list, dict, tuple)) else value
+             for key, value in record.items()} for record in records]
+    path = Path(work_dir) / RESULTS_NAME
+    tmp = path.with_suffix('.tmp')
+    pandas.DataFrame(rows).to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
 
 
 def _json_default(value: Any) -> Any:
@@ -100,12 +131,14 @@ def log_progress(logger: MMLogger, driver: 'SearchDriver', record: Dict[str, Any
     """One progress line per scored trial, one more per searcher statistics entry."""
     done = len(driver.history)
     if record['status'] == 'ok':
+        stopped = (f', stopped early after {record.get("epochs")} epochs'
+                   if record.get('early_stopped') else '')
         latency = (f'{record["latency_ms"]:.2f} ms, ' if record.get('latency_ms') is not None
                    else '')
         logger.info(f'trial {record["trial"]} ({done}/{driver.max_trials}): accuracy '
                     f'{record["accuracy"]:.4f}, {record["flops"] / 1e6:.2f}M FLOPs, {latency}'
                     f'{record["params"] / 1e6:.3f}M params, reward {record["reward"]:.4f}, '
-                    f'{record["seconds"] or 0:.1f} s')
+                    f'{record["seconds"] or 0:.1f} s{stopped}')
     else:
         logger.warning(f'trial {record["trial"]} ({done}/{driver.max_trials}) failed '
                        f'(reward {record["reward"]}): {record["error"]}')

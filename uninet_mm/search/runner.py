@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
-from .config import SearchSettings, check_search_config, prepare_latency_table
+from .config import check_search_config, prepare_latency_table
 from .driver import STATE_NAME, SearchDriver
 from .embedded import run_embedded
-from .proxy import prepare_proxy, run_proxy_trial
-from .records import search_logger
+from .proxy import ProxyTrial, prepare_proxy
+from .records import search_logger, write_results
 from .report import update_curve, write_outputs
 
 BACKENDS = ('embedded', 'ray')
-
-
-class ProxyTrial:
-    """The embedded backend's trial function: the proxy task on the architecture's tokens."""
-
-    def __init__(self, settings: SearchSettings, proxy: Dict[str, Any], work_dir: str):
-        self.space = settings.space
-        self.proxy = proxy
-        self.trial_dir = str(Path(work_dir) / 'trials')
-
-    def __call__(self, tokens: List[int], index: int) -> Dict[str, Any]:
-        return run_proxy_trial(self.proxy, self.space.backbone_kwargs(tokens), self.trial_dir,
-                               trial_name=f'{index:05d}')
 
 
 def prepare_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
@@ -70,8 +57,9 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
             ``'evolution'``, ``'nsga2'``).
 
     Returns:
-        ``dict(driver, curve, top, picture, top_json, pareto_json, seconds,
-        trials_per_hour)``.
+        ``dict(driver, curve, top, picture, top_json, pareto_json, results_csv, result_grid, seconds,
+        trials_per_hour)``; ``result_grid`` is Ray Tune's ``ResultGrid`` (Ray backend; None
+        for the embedded one).
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}; choose one of {list(BACKENDS)}')
@@ -89,17 +77,25 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
                 + f'; backend {backend}')
     start = time.perf_counter()
     done_before = len(driver.history)
+    grid = None
     if backend == 'embedded':
-        run_embedded(driver, trial_fn or ProxyTrial(settings, proxy, work_dir), work_dir, logger)
+        if settings.search['scheduler'] is not None:
+            logger.warning('search.scheduler is for the Ray backend; the embedded backend runs '
+                           'every trial to the end')
+        trial_fn = trial_fn or ProxyTrial(settings.space, proxy, str(Path(work_dir) / 'trials'),
+                                          reward=settings.reward,
+                                          failure_reward=settings.search['failure_reward'])
+        run_embedded(driver, trial_fn, work_dir, logger)
     else:
         if trial_fn is not None:
             raise ValueError('trial_fn is for the embedded backend; the Ray backend runs the '
                              'proxy task')
         from .ray_tune import run_ray
-        driver = run_ray(settings, proxy, driver, work_dir, resume=resume, logger=logger,
-                         address=ray_address)
+        driver, grid = run_ray(settings, proxy, driver, work_dir, resume=resume, logger=logger,
+                               address=ray_address)
     seconds = time.perf_counter() - start
     outputs = write_outputs(driver.history, driver.updates, work_dir, settings.search['top_k'])
+    outputs['results_csv'] = str(write_results(work_dir, driver.history))
     curve = update_curve(driver.updates)
     scored = len(driver.history) - done_before
     per_hour = scored / seconds * 3600 if seconds > 0 else float('nan')
@@ -114,5 +110,7 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
                     f'accuracy {entry["accuracy"]:.4f}, {entry["flops"] / 1e6:.2f}M FLOPs'
                     f'{latency}; '
                     f'configs {entry["cls_config"]}, {entry["det_config"]}')
-    logger.info(f'log {Path(work_dir) / "search_log.jsonl"}, picture {outputs["picture"]}')
-    return dict(outputs, driver=driver, curve=curve, seconds=seconds, trials_per_hour=per_hour)
+    logger.info(f'log {Path(work_dir) / "search_log.jsonl"} (table: {outputs["results_csv"]}; '
+                f'uninet_mm.search.records.load_search(work_dir)), picture {outputs["picture"]}')
+    return dict(outputs, driver=driver, curve=curve, result_grid=grid, seconds=seconds,
+                trials_per_hour=per_hour)
