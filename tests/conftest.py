@@ -15,6 +15,13 @@ settings.register_profile('explore', deadline=None, max_examples=300,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
+# Under pytest-xdist, each worker (and the tools it starts) takes its share of the cores:
+# two workers with torch's default of one thread per core would oversubscribe them.
+if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))
+    os.environ.setdefault('OMP_NUM_THREADS', str(_share))
+    torch.set_num_threads(_share)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Outputs of the authors' reference implementation (see its README.md for how they were made).
 OFFICIAL_FIXTURES = REPO_ROOT / 'tests' / 'data' / 'official_uninet'
@@ -41,6 +48,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def local_ray():
+    """One local Ray instance (2 CPUs) for every test of the session that runs a search on Ray
+    in this process (starting Ray takes 10-20 s); shut down at the end."""
+    import ray  # installed by tools/setup_env.sh: no skip
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``-n``), the tests that start services (a Slurm or multi-node Ray
+    cluster, the session's local Ray) run one after another on one worker: one Ray instance per
+    session, and no two clusters competing for the cores at once."""
+    for item in items:
+        if item.get_closest_marker('cluster') or 'local_ray' in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group('services'))
 
 
 @pytest.fixture(autouse=True)

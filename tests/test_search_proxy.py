@@ -182,33 +182,12 @@ def test_pareto_front_and_top_records():
 
 
 @pytest.mark.slow
-def test_ray_tune_backend_runs_proxy_trials_on_a_local_cluster(tmp_path, data_root):
-    import ray  # installed by tools/setup_env.sh: no skip
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        cfg = tiny_cfg(data_root, archs_per_update=2)
-        out = run_search(cfg, str(tmp_path), max_trials=4, backend='ray')
-    finally:
-        ray.shutdown()
-    log = read_log(str(tmp_path))
-    assert sorted(r['trial'] for r in log) == [0, 1, 2, 3]
-    assert all(r['status'] == 'ok' for r in log), [r['error'] for r in log]
-    assert len(out['driver'].updates) == 2
-    assert (tmp_path / 'top5.json').is_file() and (tmp_path / 'search.png').is_file()
-    assert (tmp_path / 'ray' / 'tune').is_dir()
-
-
-@pytest.mark.slow
-def test_ray_tune_backend_runs_another_searcher(tmp_path, data_root):
-    """Evolution on Ray: the same driver, log and outputs; children after the population."""
-    import ray
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        cfg = tiny_cfg(data_root)
-        cfg.searcher = dict(type='evolution', population_size=2, sample_size=1)
-        out = run_search(cfg, str(tmp_path), max_trials=4, backend='ray', searcher='evolution')
-    finally:
-        ray.shutdown()
+def test_ray_tune_backend_runs_another_searcher(tmp_path, data_root, local_ray):
+    """Evolution on Ray: the same driver, log and outputs; children after the population.
+    (PPO on Ray, end to end: tests/test_search_tune.py.)"""
+    cfg = tiny_cfg(data_root)
+    cfg.searcher = dict(type='evolution', population_size=2, sample_size=1)
+    out = run_search(cfg, str(tmp_path), max_trials=4, backend='ray', searcher='evolution')
     log = read_log(str(tmp_path))
     assert sorted(r['trial'] for r in log) == [0, 1, 2, 3]
     assert all(r['status'] == 'ok' and r['searcher'] == 'evolution' for r in log)

@@ -1,5 +1,5 @@
-"""The Tune-native Ray backend on a local Ray instance: Tune sees the reward after every proxy
-epoch, ASHA stops weak architectures early (and their records say so), the ResultGrid agrees
+"""The Tune-native Ray backend on a local Ray instance (the proxy task run by Ray Tune trials,
+end to end): Tune sees the reward after every proxy epoch, ASHA stops weak architectures early (and their records say so), the ResultGrid agrees
 with top5.json, and results.csv / load_search hold the log's rows."""
 import json
 
@@ -14,14 +14,6 @@ from .test_search_proxy import tiny_cfg
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 EPOCHS = 2
-
-
-@pytest.fixture(scope='module')
-def local_ray():
-    import ray  # installed by tools/setup_env.sh: no skip
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope='module')
@@ -44,6 +36,10 @@ def test_tune_sees_the_reward_every_epoch_and_asha_stops_weak_archs(tmp_path, da
     by_trial = {r['trial']: r for r in log}
     assert sorted(by_trial) == [0, 1, 2, 3]
     assert all(r['status'] == 'ok' for r in log), [r['error'] for r in log]
+    # The search's own outputs, as with the embedded backend: two PPO updates of two archs.
+    assert len(out['driver'].updates) == 2
+    assert (tmp_path / 'top5.json').is_file() and (tmp_path / 'search.png').is_file()
+    assert (tmp_path / 'ray' / 'tune').is_dir()
 
     grid = out['result_grid']
     assert len(grid) == 4 and not grid.errors
