@@ -90,9 +90,11 @@ def set_fuse_for_test(cfg: Config, fuse: bool = True) -> str:
     after the checkpoint is loaded, only backbones with foldable layers, and puts the
     trainable backbone back after the test.
     """
+    from ..engine.hooks import UniNetAccelerationHook
+    names = ('UniNetAccelerationHook', 'uninet_mm.UniNetAccelerationHook',
+             UniNetAccelerationHook)
     hooks = list(cfg.get('custom_hooks', None) or [])
-    own = [h for h in hooks if h.get('type') in ('UniNetAccelerationHook',
-                                                 'uninet_mm.UniNetAccelerationHook')]
+    own = [h for h in hooks if h.get('type') in names]
     for hook in own:
         hook['fuse_for_test'] = fuse
     if not own and fuse:
