@@ -2,7 +2,7 @@
 model's results:
 
 * ``tools/test.py`` (through :func:`uninet_mm.utils.tools_support.set_fuse_for_test`) tests
-  the BN-folded backbone: same predictions and metrics as with ``--no-fuse``, and the
+  the BN-folded backbone in channels_last: same predictions and metrics as with ``--no-fuse``, and the
   trainable backbone is back after the test;
 * the demo's folding (:func:`uninet_mm.models.acceleration.fuse_backbones` after the
   checkpoint is loaded): same segmentation logits;
@@ -37,6 +37,11 @@ SIZE = (64, 80)  # (H, W) of the generated images; tested as they are
 
 def _has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def _channels_last(module: nn.Module) -> bool:
+    return all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in module.parameters() if p.ndim == 4)
 
 
 @pytest.fixture(scope='module')
@@ -82,11 +87,12 @@ class Recorder(Hook):
     produced them has BatchNorms."""
 
     def __init__(self) -> None:
-        self.logits, self.batch_norm = [], []
+        self.logits, self.batch_norm, self.channels_last = [], [], []
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self.logits += [sample.seg_logits.data.clone() for sample in outputs]
         self.batch_norm.append(_has_batch_norm(runner.model.backbone))
+        self.channels_last.append(_channels_last(runner.model.backbone))
 
 
 def test_test_tool_folds_by_default_with_the_plain_models_results(seg_setup, tmp_path):
@@ -101,7 +107,8 @@ def test_test_tool_folds_by_default_with_the_plain_models_results(seg_setup, tmp
     recorder = Recorder()
     runner.register_hook(recorder)
     fused = runner.test()
-    assert recorder.batch_norm == [False]
+    assert recorder.batch_norm == [False] and recorder.channels_last == [True]
+    assert not _channels_last(runner.model.decode_head)  # heads keep their layout
     assert _has_batch_norm(runner.model.backbone)  # the trainable backbone is back
 
     plain_logits = []
@@ -137,8 +144,8 @@ def test_demo_folding_gives_the_plain_models_logits(seg_setup):
     model = init_model(copy.deepcopy(seg_setup['cfg']), str(seg_setup['checkpoint']),
                        device='cpu')
     plain = inference_model(model, image).seg_logits.data
-    assert list(fuse_backbones(model)) == ['']
-    assert not _has_batch_norm(model.backbone)
+    assert list(fuse_backbones(model, channels_last=True)) == ['']  # as the demo calls it
+    assert not _has_batch_norm(model.backbone) and _channels_last(model.backbone)
     fused = inference_model(model, image).seg_logits.data
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
 

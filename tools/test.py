@@ -5,11 +5,12 @@
                                            [--launcher none|pytorch|slurm|mpi]
                                            [--no-fuse]
 
-The UniNet backbone runs as its BN-folded inference copy (``fuse_for_inference``: every
-eval-mode BatchNorm folded into its convolution once, after the checkpoint is loaded; same
-outputs up to float rounding, faster): the tool adds ``UniNetAccelerationHook(channels_last=
-False, fuse_for_test=True)`` unless the config has that hook already. ``--no-fuse`` tests the
-plain model. Models without a UniNet backbone are left as they are.
+The UniNet backbone runs as its BN-folded inference copy in channels_last
+(``fuse_for_inference``: every eval-mode BatchNorm folded into its convolution once, after the
+checkpoint is loaded; same outputs up to float rounding, faster): the tool adds
+``UniNetAccelerationHook(channels_last=True, fuse_for_test=True)`` unless the config has that
+hook already (it converts the backbone only). ``--no-fuse`` tests the plain model. Models
+without a UniNet backbone are left as they are.
 
 The metrics are logged and printed at the end. Distributed: tools/dist_test.sh (torchrun) or
 tools/slurm_test.sh (srun).

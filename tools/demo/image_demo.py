@@ -9,9 +9,9 @@ mmdet configs go through mmdet's ``DetInferencer`` (boxes, masks, labels above
 ``SegLocalVisualizer``. The kind is read from the config's ``default_scope`` (or, failing
 that, from the model type).
 
-The UniNet backbone runs as its BN-folded inference copy (``fuse_for_inference``, applied
-after the checkpoint is loaded; same predictions up to float rounding, faster);
-``--no-fuse`` runs the plain model.
+The UniNet backbone runs as its BN-folded inference copy in channels_last
+(``fuse_backbones(model, channels_last=True)``, applied after the checkpoint is loaded; same
+predictions up to float rounding, faster); ``--no-fuse`` runs the plain model.
 """
 import argparse
 from pathlib import Path
@@ -44,9 +44,9 @@ def fold(model, fuse: bool) -> None:
     if not fuse:
         logger.info('running the plain model (--no-fuse)')
         return
-    folded = fuse_backbones(model)
-    logger.info('running the UniNet backbone with its BatchNorms folded into the convolutions'
-                if folded else 'no UniNet backbone: running the model as it is')
+    folded = fuse_backbones(model, channels_last=True)
+    logger.info('running the UniNet backbone with its BatchNorms folded into the convolutions, '
+                'channels_last' if folded else 'no UniNet backbone: running the model as it is')
 
 
 def draw_detection(cfg: Config, checkpoint: str, image: str, out_file: str, device: str,

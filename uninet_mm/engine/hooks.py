@@ -33,7 +33,7 @@ class UniNetAccelerationHook(Hook):
     after testing, and its checkpoints, keep the trainable model; validation during training
     runs the trainable model. Backbones without foldable layers are left alone.
 
-    ``tools/test.py`` adds ``UniNetAccelerationHook(channels_last=False, fuse_for_test=True)``
+    ``tools/test.py`` adds ``UniNetAccelerationHook(channels_last=True, fuse_for_test=True)``
     unless the config has this hook or ``--no-fuse`` is given. For training memory use
     ``backbone=dict(..., with_cp=True)``; for ``torch.compile`` mmengine's ``compile=True``
     config key (see docs/speed.md).
@@ -66,13 +66,10 @@ class UniNetAccelerationHook(Hook):
         if not self.fuse_for_test:
             return
         model = self._model(runner)
-        self._originals = fuse_backbones(model)
+        self._originals = fuse_backbones(model, channels_last=self.channels_last)
         if not self._originals:
             runner.logger.info('UniNetAccelerationHook: no UniNet backbone, nothing folded')
             return
-        if self.channels_last:
-            for name in self._originals:
-                to_channels_last(model.get_submodule(name).backbone)
         names = ', '.join(f'{name}.backbone' if name else 'backbone' for name in self._originals)
         runner.logger.info(f'UniNetAccelerationHook: testing with the BatchNorms of {names} '
                            'folded into the convolutions (fuse_for_inference)'

@@ -67,18 +67,21 @@ def uninet_backbones(model: nn.Module) -> Dict[str, nn.Module]:
     return found
 
 
-def fuse_backbones(model: nn.Module) -> Dict[str, nn.Module]:
+def fuse_backbones(model: nn.Module, channels_last: bool = False) -> Dict[str, nn.Module]:
     """Replace, in place, every ``backbone`` of ``model`` (and of its submodules) that has
-    :class:`FusibleModule` layers (a UniNet) by its :func:`fuse_for_inference` copy; other
-    backbones stay as they are. Returns the replaced originals by dotted name (``''`` for
-    ``model.backbone``), for :func:`restore_backbones`; empty if nothing was folded.
+    :class:`FusibleModule` layers (a UniNet) by its :func:`fuse_for_inference` copy, made
+    :func:`to_channels_last` too with ``channels_last`` (the backbone still returns NCHW maps,
+    so the neck and heads are unaffected); other backbones stay as they are. Returns the
+    replaced originals by dotted name (``''`` for ``model.backbone``), for
+    :func:`restore_backbones`; empty if nothing was folded.
 
     For inference with loaded weights only: the copies are in eval mode and have no
     BatchNorm parameters or statistics.
     """
     originals = uninet_backbones(model)
     for name, backbone in originals.items():
-        model.get_submodule(name).backbone = fuse_for_inference(backbone)
+        fused = fuse_for_inference(backbone)
+        model.get_submodule(name).backbone = to_channels_last(fused) if channels_last else fused
     return originals
 
 
