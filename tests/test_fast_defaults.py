@@ -2,8 +2,8 @@
 model's results:
 
 * ``tools/test.py`` (through :func:`uninet_mm.utils.tools_support.set_fuse_for_test`) tests
-  the BN-folded backbone in channels_last: same predictions and metrics as with ``--no-fuse``, and the
-  trainable backbone is back after the test;
+  the BN-folded backbone in channels_last: same predictions and metrics as with
+  ``--no-fuse``, and the trainable backbone is back after the test;
 * the demo's folding (:func:`uninet_mm.models.acceleration.fuse_backbones` after the
   checkpoint is loaded): same segmentation logits;
 * ``UniNetAccelerationHook(channels_last=True)``, the documented training switch (not on by
@@ -164,9 +164,9 @@ def test_channels_last_hook_trains_like_the_plain_model(tmp_path):
                'train_dataloader.dataset.pipeline': pipeline,
                'train_dataloader.batch_size': 2, 'train_dataloader.num_workers': 0,
                'train_dataloader.persistent_workers': False}
-    runs = {variant: run_training(dict(config=str(QUICKSTART / 'mask_rcnn_uninet_tiny_synthetic.py'),
-                                       cfg_options=options, variant=variant, iters=3,
-                                       threads=1))['records']
+    config = str(QUICKSTART / 'mask_rcnn_uninet_tiny_synthetic.py')
+    runs = {variant: run_training(dict(config=config, cfg_options=options, variant=variant,
+                                       iters=3, threads=1))['records']
             for variant in ('plain', 'channels_last')}
     assert len(runs['plain']) == len(runs['channels_last']) == 3
     for plain, fast in zip(runs['plain'], runs['channels_last']):

@@ -33,7 +33,8 @@ from .backbones.uninet import UniNetStage
 from .layers.fusion import FusibleModule, fold_batch_norm
 
 __all__ = ['FusibleModule', 'fold_batch_norm', 'fuse_for_inference', 'uninet_backbones',
-           'fuse_backbones', 'restore_backbones', 'to_channels_last', 'selective_checkpoint_context', 'accelerate']
+           'fuse_backbones', 'restore_backbones', 'to_channels_last',
+           'selective_checkpoint_context', 'accelerate']
 
 
 # ---------------------------------------------------------------------------- BN folding
