@@ -29,7 +29,8 @@ class UniNetAccelerationHook(Hook):
     whatever its strides, and returns wrong features for a channels_last one (so converting
     a Mask R-CNN's neck would break it). ``fuse_for_test``: for ``runner.test()``, after
     the checkpoint is loaded, every UniNet ``backbone`` is replaced by its
-    :func:`fuse_for_inference` copy and put back after the test, so a runner that trains
+    :func:`fuse_for_inference` copy (channels_last too with ``channels_last``) and put back
+    after the test, so a runner that trains
     after testing, and its checkpoints, keep the trainable model; validation during training
     runs the trainable model. Backbones without foldable layers are left alone.
 
