@@ -310,6 +310,7 @@ def test_compile_fullgraph_matches_eager_in_eval_and_train():
 
 # ---------------------------------------------------------------------------- config switch
 def test_acceleration_hook_converts_and_fuses_for_test():
+    import logging
     from types import SimpleNamespace
 
     from mmengine.registry import HOOKS
@@ -322,16 +323,22 @@ def test_acceleration_hook_converts_and_fuses_for_test():
 
     detector = Detector().eval()
     _randomize(detector.backbone)
+    plain_backbone = detector.backbone
     x = torch.randn(1, 3, 40, 52)
     with torch.no_grad():
         expected = detector.backbone(x)
     hook = HOOKS.build(dict(type='UniNetAccelerationHook'))
-    runner = SimpleNamespace(model=detector)
-    hook.before_run(runner)
-    assert detector.neck.weight.is_contiguous(memory_format=torch.channels_last)
+    runner = SimpleNamespace(model=detector, logger=logging.getLogger('test'))
+    hook.before_train(runner)
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in detector.backbone.parameters() if p.ndim == 4)
+    # the neck stays NCHW: mmcv's CPU RoIAlign misreads channels_last maps
+    assert not detector.neck.weight.is_contiguous(memory_format=torch.channels_last)
     assert any(isinstance(m, nn.BatchNorm2d) for m in detector.backbone.modules())
     hook.before_test(runner)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in detector.backbone.modules())
     with torch.no_grad():
         for a, b in zip(detector.backbone(x), expected):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    hook.after_test(runner)  # the trainable backbone is back
+    assert detector.backbone is plain_backbone

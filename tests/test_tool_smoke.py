@@ -6,6 +6,9 @@ one drawing per image.
     tools/train.py -> TensorBoard and local scalar logs -> the summary picture (segmentation)
     tools/test.py --show-dir                          (segmentation, classification)
     tools/demo/image_demo.py                          (detection, segmentation)
+
+test.py and the demo fold the UniNet backbone's BatchNorms by default (``--no-fuse``: the plain
+model); tests/test_fast_defaults.py checks that both give the plain model's results.
 """
 import json
 import os
@@ -30,6 +33,9 @@ QUICKSTART = REPO / 'configs' / 'quickstart'
 # (H, W) of the generated images: the quickstart configs' 4:5 aspect, so the segmentation
 # config's resize-then-crop never pads labels with 255 (which its class-weighted loss rejects)
 SIZE = (128, 160)
+#: What test.py (UniNetAccelerationHook) and the demo log when they fold the BatchNorms.
+FOLDED_IN_TEST = 'testing with the BatchNorms of backbone folded'
+FOLDED_IN_DEMO = 'running the UniNet backbone with its BatchNorms folded'
 
 
 def run_tool(args, cwd, timeout=600) -> subprocess.CompletedProcess:
@@ -142,6 +148,7 @@ def test_test_tool_show_dir_segmentation(seg_run, data, tmp_path):
                      '--work-dir', tmp_path / 'work', '--show-dir', show,
                      '--cfg-options', *options], cwd=tmp_path)
     assert 'mIoU:' in proc.stdout
+    assert FOLDED_IN_TEST in proc.stdout + proc.stderr  # the default
     drawings = sorted(p for p in show.rglob('*') if p.suffix in ('.png', '.jpg'))
     assert len(drawings) == 2, drawings  # one per val image
     for path in drawings:
@@ -156,6 +163,7 @@ def test_image_demo_segmentation(seg_run, data, tmp_path):
     proc = run_tool([TOOLS / 'demo' / 'image_demo.py', seg_run['config'],
                      seg_run['checkpoint'], image, '--out-file', out], cwd=tmp_path)
     assert f'prediction drawn to {out}' in proc.stdout
+    assert FOLDED_IN_DEMO in proc.stdout + proc.stderr  # the default
     assert image_size(out) == SIZE
     drawn = np.array(Image.open(out).convert('RGB'), dtype=np.float32)
     original = np.array(Image.open(image).convert('RGB'), dtype=np.float32)
@@ -189,6 +197,7 @@ def test_image_demo_detection(data, tmp_path):
     proc = run_tool([TOOLS / 'demo' / 'image_demo.py', config, checkpoint, image,
                      '--out-file', out, '--score-thr', '0.0'], cwd=tmp_path)
     assert f'prediction drawn to {out}' in proc.stdout
+    assert FOLDED_IN_DEMO in proc.stdout + proc.stderr  # the default, through DetInferencer
     assert image_size(out) == SIZE
 
 
@@ -229,8 +238,10 @@ def test_test_tool_show_dir_classification(data, tmp_path):
     _save_untrained(config, 'mmpretrain', checkpoint, dict(classes=('class0', 'class1')))
     show = tmp_path / 'show'
     proc = run_tool([TOOLS / 'test.py', config, checkpoint, '--work-dir', tmp_path / 'work',
-                     '--show-dir', show], cwd=tmp_path)
+                     '--show-dir', show, '--no-fuse'], cwd=tmp_path)
     assert 'accuracy/top1:' in proc.stdout
+    assert 'testing the plain model (--no-fuse)' in proc.stdout + proc.stderr
+    assert FOLDED_IN_TEST not in proc.stdout + proc.stderr
     drawings = sorted(p for p in show.rglob('*') if p.suffix in ('.png', '.jpg'))
     assert len(drawings) == len(images), drawings
     for path in drawings:

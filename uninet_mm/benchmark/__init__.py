@@ -9,6 +9,8 @@ the measuring code behind ``tools/analysis_tools/benchmark_backbone.py``.
   uninet_mm.benchmark.worker``), so that memory readings and allocator state of one model do
   not leak into another's.
 * :mod:`.report`: shares of peak FLOP/s, ratios and the printed table.
+* :mod:`.training`: training iterations of a whole config (the quickstart's) per speed
+  variant, for ``tools/analysis_tools/benchmark_training.py``.
 """
 from .measure import make_step, peak_rss_during, time_interleaved, warm_up
 from .models import ALL_MODELS, VARIANTS, build_model, model_keys

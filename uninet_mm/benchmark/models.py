@@ -7,6 +7,7 @@ Variants of the UniNet models (the peers always run as mmdet builds them):
 * ``channels_last_no_hook``: only ``model.to(memory_format=torch.channels_last)``, to show
   what the gradient-layout hook of ``to_channels_last`` buys.
 * ``fused`` (inference only): ``accelerate(inference=True)``, BN folded once + channels_last.
+* ``fused_nchw`` (inference only): ``fuse_for_inference``, BN folded once, NCHW.
 * ``sac`` (training only): channels_last + ``with_cp='selective'``.
 * ``cp`` (training only): channels_last + ``with_cp=True`` (whole blocks recomputed).
 * ``compile``: channels_last + ``torch.compile`` (inductor); inference with inductor's
@@ -35,6 +36,7 @@ LABELS = dict(uninet_b1='UniNet-B1', uninet_b3='UniNet-B3', swin_t='Swin-T',
 #: variant -> the modes it is measured in.
 VARIANTS = dict(plain=('fwd', 'train'), channels_last=('fwd', 'train'),
                 channels_last_no_hook=('fwd', 'train'), fused=('fwd',),
+                fused_nchw=('fwd',),
                 sac=('train',), cp=('train',), compile=('fwd', 'train'), compile_fused=('fwd',))
 #: (numerator, denominator) pairs whose ratios are printed.
 RATIOS = (('uninet_b3', 'swin_t'), ('uninet_b3', 'swin_t_tv'), ('uninet_b1', 'resnet50'))
@@ -81,6 +83,8 @@ def build_model(name: str, variant: str = 'plain') -> nn.Module:
                        drop_path_rate=0.1 if name == 'uninet_b1' else 0.2)
         if variant == 'fused':
             return accelerate(model, inference=True)
+        if variant == 'fused_nchw':
+            return accelerate(model, inference=True, channels_last=False)
         if variant == 'compile_fused':
             return accelerate(model, inference=True, compile=True)
         if variant == 'compile':

@@ -1,30 +1,43 @@
 """Hooks of this package, registered in mmengine's ``HOOKS`` registry when
 :mod:`uninet_mm` is imported (``custom_imports=dict(imports=['uninet_mm'])``)."""
+from typing import Dict
+
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
-from ..models.acceleration import fuse_for_inference, to_channels_last
+from ..models.acceleration import (fuse_backbones, restore_backbones, to_channels_last,
+                                   uninet_backbones)
 
 __all__ = ['NonFiniteLossHook', 'UniNetAccelerationHook']
 
 
 @HOOKS.register_module()
 class UniNetAccelerationHook(Hook):
-    """The speed options as a config switch read by ``tools/train.py`` / ``tools/test.py``::
+    """The speed options as a config switch::
 
         custom_hooks = [dict(type='UniNetAccelerationHook', channels_last=True,
                              fuse_for_test=True)]
 
-    ``channels_last``: :func:`to_channels_last` on the whole model before training or testing
-    (the detector's neck and heads too). ``fuse_for_test``: in ``runner.test()``, after the
-    checkpoint is loaded, every ``backbone`` is replaced by its :func:`fuse_for_inference`
-    copy (validation during training keeps the trainable model). For training memory use
-    ``backbone=dict(..., with_cp=True)`` (on a CPU it took no more time than
-    ``'selective'`` and about a third of its memory; see docs/speed.md); for ``torch.compile``
-    mmengine's own ``compile=True`` config key.
+    ``channels_last``: :func:`to_channels_last` on every UniNet ``backbone`` before training,
+    validation or testing, after the weights are initialised or loaded (a random
+    initialisation fills a tensor in memory order, so converting first would draw other
+    weights from the same seed). The backbone returns NCHW-contiguous maps, so the neck and
+    heads run as they do without the hook: mmcv's CPU ``RoIAlign`` reads its input as NCHW
+    whatever its strides, and returns wrong features for a channels_last one (so converting
+    a Mask R-CNN's neck would break it). ``fuse_for_test``: for ``runner.test()``, after
+    the checkpoint is loaded, every UniNet ``backbone`` is replaced by its
+    :func:`fuse_for_inference` copy (channels_last too with ``channels_last``) and put back
+    after the test, so a runner that trains
+    after testing, and its checkpoints, keep the trainable model; validation during training
+    runs the trainable model. Backbones without foldable layers are left alone.
+
+    ``tools/test.py`` adds ``UniNetAccelerationHook(channels_last=True, fuse_for_test=True)``
+    unless the config has this hook or ``--no-fuse`` is given. For training memory use
+    ``backbone=dict(..., with_cp=True)``; for ``torch.compile`` mmengine's ``compile=True``
+    config key (see docs/speed.md).
     """
 
     priority = 'VERY_HIGH'
@@ -32,25 +45,41 @@ class UniNetAccelerationHook(Hook):
     def __init__(self, channels_last: bool = True, fuse_for_test: bool = True):
         self.channels_last = channels_last
         self.fuse_for_test = fuse_for_test
+        self._originals: Dict[str, nn.Module] = {}
 
     @staticmethod
     def _model(runner) -> nn.Module:
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
-    def before_run(self, runner) -> None:
+    def _to_channels_last(self, runner) -> None:
         if self.channels_last:
-            to_channels_last(self._model(runner))
+            for backbone in uninet_backbones(self._model(runner)).values():
+                to_channels_last(backbone)
+
+    def before_train(self, runner) -> None:
+        self._to_channels_last(runner)
+
+    def before_val(self, runner) -> None:
+        self._to_channels_last(runner)
 
     def before_test(self, runner) -> None:
+        self._to_channels_last(runner)
         if not self.fuse_for_test:
             return
         model = self._model(runner)
-        for module in list(model.modules()):
-            backbone = getattr(module, 'backbone', None)
-            if isinstance(backbone, nn.Module):
-                module.backbone = fuse_for_inference(backbone)
-                if self.channels_last:
-                    to_channels_last(module.backbone)
+        self._originals = fuse_backbones(model, channels_last=self.channels_last)
+        if not self._originals:
+            runner.logger.info('UniNetAccelerationHook: no UniNet backbone, nothing folded')
+            return
+        names = ', '.join(f'{name}.backbone' if name else 'backbone' for name in self._originals)
+        runner.logger.info(f'UniNetAccelerationHook: testing with the BatchNorms of {names} '
+                           'folded into the convolutions (fuse_for_inference)'
+                           + (', channels_last' if self.channels_last else ''))
+
+    def after_test(self, runner) -> None:
+        if self._originals:
+            restore_backbones(self._model(runner), self._originals)
+            self._originals = {}
 
 
 @HOOKS.register_module()

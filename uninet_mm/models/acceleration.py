@@ -23,7 +23,7 @@ What each option buys on a 2-core CPU is printed side by side by
 ``tools/analysis_tools/benchmark_backbone.py --variants ...`` (see docs/speed.md).
 """
 import copy
-from typing import Any
+from typing import Any, Dict
 
 import torch
 from torch import nn
@@ -32,7 +32,8 @@ from .activation_checkpointing import selective_checkpoint_context
 from .backbones.uninet import UniNetStage
 from .layers.fusion import FusibleModule, fold_batch_norm
 
-__all__ = ['FusibleModule', 'fold_batch_norm', 'fuse_for_inference', 'to_channels_last',
+__all__ = ['FusibleModule', 'fold_batch_norm', 'fuse_for_inference', 'uninet_backbones',
+           'fuse_backbones', 'restore_backbones', 'to_channels_last',
            'selective_checkpoint_context', 'accelerate']
 
 
@@ -53,6 +54,42 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
         if isinstance(module, FusibleModule):
             module.fuse()
     return fused
+
+
+def uninet_backbones(model: nn.Module) -> Dict[str, nn.Module]:
+    """Every ``backbone`` of ``model`` and of its submodules that has :class:`FusibleModule`
+    layers (a UniNet), by the dotted name of the module that holds it (``''``: ``model``)."""
+    found = {}
+    for name, module in model.named_modules():
+        backbone = getattr(module, 'backbone', None)
+        if (isinstance(backbone, nn.Module)
+                and any(isinstance(m, FusibleModule) for m in backbone.modules())):
+            found[name] = backbone
+    return found
+
+
+def fuse_backbones(model: nn.Module, channels_last: bool = False) -> Dict[str, nn.Module]:
+    """Replace, in place, every ``backbone`` of ``model`` (and of its submodules) that has
+    :class:`FusibleModule` layers (a UniNet) by its :func:`fuse_for_inference` copy, made
+    :func:`to_channels_last` too with ``channels_last`` (the backbone still returns NCHW maps,
+    so the neck and heads are unaffected); other backbones stay as they are. Returns the
+    replaced originals by dotted name (``''`` for ``model.backbone``), for
+    :func:`restore_backbones`; empty if nothing was folded.
+
+    For inference with loaded weights only: the copies are in eval mode and have no
+    BatchNorm parameters or statistics.
+    """
+    originals = uninet_backbones(model)
+    for name, backbone in originals.items():
+        fused = fuse_for_inference(backbone)
+        model.get_submodule(name).backbone = to_channels_last(fused) if channels_last else fused
+    return originals
+
+
+def restore_backbones(model: nn.Module, originals: Dict[str, nn.Module]) -> None:
+    """Put back the backbones that :func:`fuse_backbones` replaced."""
+    for name, backbone in originals.items():
+        model.get_submodule(name).backbone = backbone
 
 
 # ---------------------------------------------------------------------------- layout
@@ -76,8 +113,9 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """
     model.to(memory_format=torch.channels_last)
     for module in model.modules():
-        if isinstance(module, UniNetStage):
+        if isinstance(module, UniNetStage) and not getattr(module, '_grad_layout_hook', False):
             module.register_forward_hook(_keep_grad_channels_last)
+            module._grad_layout_hook = True  # converting again adds no second hook
     return model
 
 

@@ -18,7 +18,8 @@ from .pretrained import apply_pretrained
 __all__ = ['add_launcher_args', 'export_local_rank', 'load_config', 'build_runner',
            'setup_cpu_distributed', 'slurm_to_torch_env', 'first_slurm_host',
            'warn_if_training_from_scratch', 'log_parameter_hash',
-           'enable_visualization', 'refuse_sync_bn_on_cpu', 'sync_bn_paths', 'parse_size']
+           'enable_visualization', 'refuse_sync_bn_on_cpu', 'sync_bn_paths', 'parse_size',
+           'set_fuse_for_test']
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -76,6 +77,36 @@ def _open_none_parents(cfg: Config, cfg_options: dict) -> None:
             if node[part] is None:
                 node[part] = {}
             node = node[part]
+
+
+def set_fuse_for_test(cfg: Config, fuse: bool = True) -> str:
+    """Make ``runner.test()`` of ``cfg`` run the BN-folded UniNet backbone (``fuse``) or the
+    plain one, and return a line saying which (``tools/test.py``; ``--no-fuse`` is
+    ``fuse=False``).
+
+    Without a ``UniNetAccelerationHook`` in ``custom_hooks``, ``fuse`` adds
+    ``UniNetAccelerationHook(channels_last=True, fuse_for_test=True)`` (the form measured
+    faster; channels_last of the backbone only, whose outputs stay NCHW); a config's own hook
+    is kept, with ``fuse_for_test`` set to ``fuse``. The hook folds only in ``before_test``,
+    after the checkpoint is loaded, only backbones with foldable layers, and puts the
+    trainable backbone back after the test.
+    """
+    from ..engine.hooks import UniNetAccelerationHook
+    names = ('UniNetAccelerationHook', 'uninet_mm.UniNetAccelerationHook',
+             UniNetAccelerationHook)
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    own = [h for h in hooks if h.get('type') in names]
+    for hook in own:
+        hook['fuse_for_test'] = fuse
+    if not own and fuse:
+        hooks.append(dict(type='UniNetAccelerationHook', channels_last=True,
+                          fuse_for_test=True))
+    cfg.custom_hooks = hooks
+    if not fuse:
+        return 'testing the plain model (--no-fuse): BatchNorms are not folded'
+    where = "the config's UniNetAccelerationHook" if own else 'UniNetAccelerationHook'
+    return (f'{where} folds the UniNet backbone\'s BatchNorms into its convolutions for the '
+            'test, channels_last (--no-fuse: the plain model)')
 
 
 def build_runner(cfg: Config):
