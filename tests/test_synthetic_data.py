@@ -141,13 +141,20 @@ def test_pycocotools_agrees(coco_root):
 def test_mmdet_coco_dataset_loads(coco_root):
     from mmdet.datasets import CocoDataset
     from mmdet.utils import register_all_modules
+    from mmengine.registry import DefaultScope
     register_all_modules(init_default_scope=False)
+    # as an mmdet config runs (its scope, type names without prefix), whatever scope an earlier
+    # test left in this process
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        _check_coco_dataset(coco_root, CocoDataset)
 
+
+def _check_coco_dataset(coco_root, CocoDataset):
     data = json.loads((coco_root / 'annotations/instances_train2017.json').read_text())
     pipeline = [
-        dict(type='mmdet.LoadImageFromFile'),
-        dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
-        dict(type='mmdet.PackDetInputs'),
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+        dict(type='PackDetInputs'),
     ]
     ds = CocoDataset(data_root=str(coco_root), ann_file='annotations/instances_train2017.json',
                      data_prefix=dict(img='train2017/'), metainfo=dict(classes=SHAPE_CLASSES),

@@ -24,8 +24,8 @@ from mmengine.logging import print_log
 
 from uninet_mm.utils.resume_safe_load import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
-from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, enable_visualization,
-                                           export_local_rank, load_config,
+from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, close_distributed,
+                                           enable_visualization, export_local_rank, load_config,
                                            set_fuse_for_test, setup_cpu_distributed)
 
 
@@ -75,6 +75,7 @@ def main(argv=None):
     if runner.rank == 0:
         for name, value in (metrics or {}).items():
             print(f'{name}: {value}')
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -20,8 +20,8 @@ from uninet_mm.utils.checkpoint_integrity import (DamagedCheckpointError, check_
                                                   use_atomic_local_writes)
 from uninet_mm.utils.resume_safe_load import register_resume_safe_globals
 from uninet_mm.utils.data_check import DatasetNotFoundError, check_datasets
-from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, export_local_rank,
-                                           load_config, log_parameter_hash,
+from uninet_mm.utils.tools_support import (add_launcher_args, build_runner, close_distributed,
+                                           export_local_rank, load_config, log_parameter_hash,
                                            refuse_sync_bn_on_cpu, setup_cpu_distributed,
                                            warn_if_training_from_scratch)
 
@@ -114,6 +114,7 @@ def main(argv=None):
     warn_if_training_from_scratch(cfg, runner.logger)
     runner.train()
     log_parameter_hash(runner)
+    close_distributed()
 
 
 if __name__ == '__main__':

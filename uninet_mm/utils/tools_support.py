@@ -271,6 +271,18 @@ def log_parameter_hash(runner) -> None:
             runner.logger.warning('the ranks finished training with different parameters')
 
 
+def close_distributed() -> None:
+    """Destroy the default process group of a distributed run that finished its work.
+
+    mmengine's Runner leaves it open; a gloo group still alive when the interpreter exits can
+    abort the process ("terminate called without an active exception", pytorch#190489) after
+    the work is done, so the launcher (srun, torchrun) reports the job as failed. Called only
+    after success: destroying while another rank is still in a collective would hang.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def enable_visualization(cfg: Config, show_dir: str) -> None:
     """Make the visualization hook of mmdet/mmseg/mmpretrain save drawn predictions to show_dir.
 
