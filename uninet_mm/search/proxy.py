@@ -2,7 +2,8 @@
 
 One trial (:func:`run_proxy_trial`):
 
-1. builds the ``ImageClassifier`` of ``proxy.runner.model`` with the sampled backbone
+1. seeds python, numpy and torch with ``proxy.seed`` and builds the ``ImageClassifier`` of
+   ``proxy.runner.model`` with the sampled backbone
    (``SearchSpace.backbone_kwargs``: the arch dict and the proxy input size) and the head's
    ``in_channels`` set to the arch's head width;
 2. counts its FLOPs and parameters with the project's counter
@@ -210,6 +211,10 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
                                   params=None)
     runner = None
     try:
+        # The proxy seed, not what ran before in this process, sets the initial weights (the
+        # backbone's layers draw them when built); the Runner reseeds with it for data order.
+        from mmengine.runner import set_random_seed
+        set_random_seed(int(proxy.get('seed', 0)))
         model = build_proxy_model(proxy, backbone_kwargs)
         result.update(count_model(model, input_size))
         capture = MetricsCaptureHook()
