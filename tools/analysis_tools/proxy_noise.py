@@ -3,7 +3,8 @@ of its space once per proxy seed and prints the seed-to-seed Spearman rank corre
 accuracies and the spread between architectures over the spread over seeds.
 
     python tools/analysis_tools/proxy_noise.py CONFIG --num-archs 20 --seeds 2 \
-        [--work-dir DIR] [--arch-seed 0] [--out result.json] [--cfg-options KEY=VALUE ...]
+        [--work-dir DIR] [--arch-seed 0] [--out result.json] [--shard I/N]
+        [--cfg-options KEY=VALUE ...]
 
     python tools/analysis_tools/proxy_noise.py configs/search/uninet_search_synthetic.py \
         --num-archs 20 --seeds 2 --work-dir work_dirs/proxy_noise
@@ -39,12 +40,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='data splits, trial folders and proxy_noise.jsonl (the trials done '
                         'so far; a rerun skips them); default work_dirs/proxy_noise')
     parser.add_argument('--out', default=None, help='also write the whole result as JSON')
+    parser.add_argument('--shard', default=None, metavar='I/N',
+                        help='run only every N-th trial, starting at trial I (0-based), and '
+                        'read the others from the work dir\'s log: N processes share a '
+                        'measurement (start the others once the first has made the data); '
+                        'a last run without --shard reports the whole')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, KEY=VALUE pairs '
                         '(e.g. proxy.runner.train_cfg.max_epochs=4)')
     args = parser.parse_args(argv)
     if args.num_archs < 2 or args.seeds < 2:
         parser.error('--num-archs and --seeds must be at least 2')
+    if args.shard is not None:
+        try:
+            index, count = (int(v) for v in args.shard.split('/'))
+        except ValueError:
+            parser.error(f'--shard {args.shard!r}: give I/N, e.g. 0/2')
+        if not 0 <= index < count:
+            parser.error(f'--shard {args.shard!r}: need 0 <= I < N')
+        args.shard = (index, count)
     return args
 
 
@@ -102,7 +116,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     progress.count = 0
     try:
         result = measure_proxy_noise(cfg, args.num_archs, args.seeds, args.work_dir,
-                                     arch_seed=args.arch_seed, progress=progress)
+                                     arch_seed=args.arch_seed, progress=progress,
+                                     shard=args.shard)
     except (SearchConfigError, ProxyConfigError) as exc:
         sys.stderr.write(f'search config error: {exc}\n')
         return 2

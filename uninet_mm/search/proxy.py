@@ -111,7 +111,7 @@ def _prepare_synthetic(data: Dict[str, Any]) -> Dict[str, Tuple[str, str, str]]:
     except TypeError as exc:
         raise ProxyConfigError(f'search config: proxy.data for synthetic_shapes: {exc}; '
                                f'allowed keys: root, num_train, num_val, image_size, seed, '
-                               f'size_range') from None
+                               f'size_range, task') from None
     return dict(train=(str(root), info['train_prefix'], ''),
                 val=(str(root), info['val_prefix'], ''))
 

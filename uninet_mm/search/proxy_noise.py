@@ -26,7 +26,7 @@ import json
 import math
 import random
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -118,8 +118,8 @@ def _read_done(path: Path, fingerprint: str) -> Dict[tuple, Dict[str, Any]]:
 
 def measure_proxy_noise(cfg: Mapping, num_archs: int, seeds: Union[int, Sequence[int]],
                         work_dir: str, arch_seed: int = 0,
-                        progress: Optional[Callable[[Dict[str, Any]], None]] = None
-                        ) -> Dict[str, Any]:
+                        progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+                        shard: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
     """Train ``num_archs`` random architectures of ``cfg``'s space once per proxy seed.
 
     Args:
@@ -129,6 +129,9 @@ def measure_proxy_noise(cfg: Mapping, num_archs: int, seeds: Union[int, Sequence
         work_dir: folder for the data splits, the trials' runner folders and the trial log.
         arch_seed: seed of the architecture sampling.
         progress: called with every trial's record (run or read back).
+        shard: ``(i, n)``: run only trials number ``k`` (architecture-major order) with
+            ``k % n == i`` and read the others back if they are logged (n processes on one
+            work dir share a measurement; a last run without ``shard`` reports it whole).
 
     Returns:
         ``archs`` (one dict per architecture: ``index``, ``tokens``, ``flops``, ``params``,
@@ -154,23 +157,30 @@ def measure_proxy_noise(cfg: Mapping, num_archs: int, seeds: Union[int, Sequence
     fingerprint = _fingerprint(space.config, proxy)
     log = work / LOG_NAME
     done = _read_done(log, fingerprint)
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f'shard = {shard!r}; give (i, n) with 0 <= i < n')
     records: List[Dict[str, Any]] = []
     threads = torch.get_num_threads()
     try:
-        for index, tokens in enumerate(tokens_list):
-            for seed in seeds:
+        for number, (index, tokens, seed) in enumerate(
+                (i, t, s) for i, t in enumerate(tokens_list) for s in seeds):
+            record = done.get((tuple(tokens), seed))
+            if record is None and shard is not None and number % shard[1] != shard[0]:
+                done.update(_read_done(log, fingerprint))  # another shard may have run it
                 record = done.get((tuple(tokens), seed))
                 if record is None:
-                    trial_proxy = dict(proxy, seed=seed)
-                    result = run_proxy_trial(trial_proxy, space.backbone_kwargs(tokens),
-                                             str(work / 'trials'), f'a{index:03d}_s{seed}')
-                    record = dict(index=index, tokens=list(tokens), seed=seed,
-                                  fingerprint=fingerprint, **to_plain(result))
-                    with log.open('a') as f:
-                        f.write(json.dumps(record) + '\n')
-                records.append(dict(record, index=index))
-                if progress is not None:
-                    progress(record)
+                    continue
+            if record is None:
+                trial_proxy = dict(proxy, seed=seed)
+                result = run_proxy_trial(trial_proxy, space.backbone_kwargs(tokens),
+                                         str(work / 'trials'), f'a{index:03d}_s{seed}')
+                record = dict(index=index, tokens=list(tokens), seed=seed,
+                              fingerprint=fingerprint, **to_plain(result))
+                with log.open('a') as f:
+                    f.write(json.dumps(record) + '\n')
+            records.append(dict(record, index=index))
+            if progress is not None:
+                progress(record)
     finally:
         torch.set_num_threads(threads)
 
@@ -182,7 +192,7 @@ def measure_proxy_noise(cfg: Mapping, num_archs: int, seeds: Union[int, Sequence
                           params=counted.get('params'),
                           accuracy={r['seed']: r['accuracy'] if r['status'] == 'ok' else None
                                     for r in mine}))
-    scored = [a for a in archs if all(a['accuracy'][s] is not None for s in seeds)]
+    scored = [a for a in archs if all(a['accuracy'].get(s) is not None for s in seeds)]
     timed = [r for r in records if r.get('seconds') is not None]
     out = dict(archs=archs, seeds=seeds, trials=records,
                failures=[r for r in records if r['status'] != 'ok'], num_scored=len(scored),
