@@ -52,6 +52,9 @@ def test_statistics_of_a_proxy_that_ranks_seeds():
     assert stats['spearman_min'] == pytest.approx(1.0)
     assert stats['spread_ratio'] == pytest.approx(0.1 / (0.1 / math.sqrt(2)))  # sqrt(2) < 2
     assert not stats['meets_target']
+    # ... that noise is one offset of seed 1 for every architecture: none once centred.
+    assert stats['seed_std_centred'] == pytest.approx(0.0, abs=1e-12)
+    assert stats['spread_ratio_centred'] == math.inf
 
 
 def test_statistics_every_pair_of_seeds_and_ties():

@@ -12,7 +12,10 @@ the weight initialisation, the data order and the augmentation draws). From the 
 * ``seed_std``: the mean over architectures of the standard deviation over seeds (ddof 1);
 * ``arch_std``: the standard deviation of the per-architecture means (ddof 1);
 * ``spread_ratio`` = ``arch_std / seed_std`` (how much larger the differences between
-  architectures are than the noise of one architecture).
+  architectures are than the noise of one architecture);
+* ``seed_std_centred`` / ``spread_ratio_centred``: the same with each seed's mean offset over
+  all architectures taken out first (a seed that lifts every architecture alike does not change
+  which one a search with that seed prefers); for information, the targets use the raw ones.
 
 Every trial is appended to ``WORK_DIR/proxy_noise.jsonl`` as it finishes, with a fingerprint of
 the space and proxy settings; a second call with the same config and work dir only runs the
@@ -69,6 +72,7 @@ def noise_statistics(accuracies: Any, seeds: Optional[Sequence[int]] = None,
         ``spearman_mean``, ``seed_std`` (mean over architectures of the std over seeds),
         ``arch_std`` (std of the per-architecture means), ``spread_ratio`` (arch_std /
         seed_std; inf when seed_std is 0), ``accuracy_min`` / ``accuracy_max`` / ``accuracy_mean``
+        ``seed_std_centred`` / ``spread_ratio_centred`` (each seed's mean offset removed first)
         and ``meets_target`` (spearman_min >= target_spearman and spread_ratio >= target_ratio).
         Standard deviations use ddof=1.
     """
@@ -87,11 +91,15 @@ def noise_statistics(accuracies: Any, seeds: Optional[Sequence[int]] = None,
     seed_std = float(acc.std(axis=1, ddof=1).mean())
     arch_std = float(acc.mean(axis=1).std(ddof=1))
     ratio = arch_std / seed_std if seed_std > 0 else math.inf
+    centred = acc - acc.mean(axis=0, keepdims=True) + acc.mean()
+    seed_std_centred = float(centred.std(axis=1, ddof=1).mean())
+    ratio_centred = arch_std / seed_std_centred if seed_std_centred > 1e-12 else math.inf
     rho_min = float(min(rhos))  # min() is order-dependent with NaN: a NaN pair fails
     if any(math.isnan(r) for r in rhos):
         rho_min = float('nan')
     return dict(spearman=spearman, spearman_min=rho_min, spearman_mean=float(np.mean(rhos)),
                 seed_std=seed_std, arch_std=arch_std, spread_ratio=ratio,
+                seed_std_centred=seed_std_centred, spread_ratio_centred=ratio_centred,
                 accuracy_min=float(acc.min()), accuracy_max=float(acc.max()),
                 accuracy_mean=float(acc.mean()),
                 meets_target=bool(rho_min >= target_spearman and ratio >= target_ratio))
@@ -204,6 +212,7 @@ def measure_proxy_noise(cfg: Mapping, num_archs: int, seeds: Union[int, Sequence
         out.update(noise_statistics([[a['accuracy'][s] for s in seeds] for a in scored], seeds))
     else:
         out.update(dict.fromkeys(('spearman', 'spearman_min', 'spearman_mean', 'seed_std',
-                                  'arch_std', 'spread_ratio', 'accuracy_min', 'accuracy_max',
+                                  'arch_std', 'spread_ratio', 'seed_std_centred',
+                                  'spread_ratio_centred', 'accuracy_min', 'accuracy_max',
                                   'accuracy_mean', 'meets_target')))
     return out
