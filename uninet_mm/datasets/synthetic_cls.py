@@ -8,8 +8,8 @@ shaded and noisy objects). Two tasks (``task``):
   their classes (15 classes: ``circle+circle``, ``circle+rectangle``, ... ``ring+star``;
   classes are drawn independently, so a pair of two different shapes is twice as frequent as
   a pair of equal ones). Telling the pair needs both objects recognised and, for equal
-  shapes, counted: harder than ``'shape'`` and dependent on what the network sees of the whole
-  image.
+  shapes, counted: harder than ``'shape'`` (too hard for the built-in search's budget so far:
+  0.11 after 60 steps, chance 0.08; see docs/search.md).
 
 Written in the ImageNet folder layout that mmpretrain's ``CustomDataset`` reads without
 annotation files::
