@@ -153,7 +153,8 @@ def test_proxy_seed_is_set_before_the_model_is_built(tmp_path, monkeypatch):
     monkeypatch.setattr(proxy_module, 'build_proxy_model', fake_build)
     for seed in (3, 8):
         torch.manual_seed(99)
-        result = run_proxy_trial(dict(seed=seed), dict(input_size=(32, 32)), str(tmp_path))
+        proxy = dict(seed=seed, runner=dict(train_cfg=dict(max_epochs=1)))
+        result = run_proxy_trial(proxy, dict(input_size=(32, 32)), str(tmp_path))
         assert result['status'] == 'failed' and 'stop here' in result['error']
     assert seen == [3, 8]
 
