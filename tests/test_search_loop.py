@@ -230,7 +230,8 @@ def test_ray_searcher_hands_out_each_arch_once_and_survives_save_restore(tmp_pat
 def test_scheduler_settings_are_checked():
     cfg = synthetic_cfg(scheduler=dict(type='asha', grace_period=1))
     settings = check_search_config(cfg)
-    assert settings.search['scheduler'] == dict(type='asha', max_t=2, grace_period=1,
+    epochs = cfg.proxy.runner.train_cfg.max_epochs  # max_t's default
+    assert settings.search['scheduler'] == dict(type='asha', max_t=epochs, grace_period=1,
                                                 reduction_factor=2, brackets=1)
     assert settings.search['val_every_epoch'] is True  # a scheduler needs a result per epoch
     assert check_search_config(synthetic_cfg()).search['val_every_epoch'] is False
@@ -239,7 +240,8 @@ def test_scheduler_settings_are_checked():
     for bad, match in ((dict(type='hyperband'), "type 'hyperband' is unknown"),
                        ('asha', "type 'asha' is unknown"),
                        (dict(type='asha', rungs=3), r"unknown keys \['rungs'\]"),
-                       (dict(type='asha', max_t=5), 'more than the 2 proxy epochs'),
+                       (dict(type='asha', max_t=epochs + 1),
+                        f'more than the {epochs} proxy epochs'),
                        (dict(type='asha', grace_period=0), 'grace_period = 0')):
         with pytest.raises(SearchConfigError, match=match):
             check_search_config(synthetic_cfg(scheduler=bad))

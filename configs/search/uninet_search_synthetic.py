@@ -1,13 +1,21 @@
-# Built-in UniNet architecture search on generated data: 60 architectures in about 6 minutes on
-# 2 idle CPU cores (332 s measured on a 2-core AMD EPYC; see docs/search.md):
+# Built-in UniNet architecture search on generated data: 60 architectures, 16 s of CPU each
+# on average measured on a shared 2-core AMD EPYC (about 10-12 s estimated for an idle core;
+# see docs/search.md):
 #   python tools/search.py configs/search/uninet_search_synthetic.py --work-dir DIR
 #
 # Same method as the paper's search (configs/search/uninet_search_in1k.py), scaled down so one
 # trial takes seconds: a tiny base network (UniNet-B0's layout at about 1/4 of its widths),
-# 32x32 images of one coloured shape on a textured background (5 classes, the classification
-# twin of the quickstart's shapes, generated into data/search_shapes_cls on first use), 400
-# training and 100 held-out images, 2 epochs (20 steps) per architecture, 60 architectures,
-# 6 per PPO update, and a FLOPs target t near the middle of what this space spans at 32 px.
+# 32x32 images of one large coloured shape on a textured background (5 classes, the
+# classification twin of the quickstart's shapes, generated into data/search_shapes_cls on
+# first use), 1,500 training and 1,000 held-out images, 3 epochs (141 steps of 32) per
+# architecture, 60 architectures, 6 per PPO update, and a FLOPs target t near the middle of
+# what this space spans at 32 px.
+#
+# Issue 20 asks for a proxy where the architecture, not the seed, decides the accuracy; this one
+# does not reach it yet (20 architectures x 3 seeds: Spearman between seeds 0.69 / 0.67 / 0.58,
+# goal 0.7; spread between architectures 1.53 x the spread over seeds, goal 2; the old proxy
+# over 2 seeds: 0.14 and 1.07). tools/analysis_tools/proxy_noise.py measures it; docs/search.md
+# gives the numbers.
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
 input_size = (32, 32)
@@ -33,8 +41,9 @@ search_space = dict(
     searched_stages=(1, 2, 3, 4, 5),
     input_size=input_size)
 
-# Reward r = a * (t / f) ** alpha with f counted at 32x32 (multiply-adds, batch 1); the space
-# spans about 3M-40M FLOPs there, t sits near the middle.
+# Reward r = a * (t / f) ** alpha with f counted at 32x32 (multiply-adds, batch 1); over 200
+# sampled architectures the space spans 1.5M-71M FLOPs there (5-95 %: 2.7M-31M, median 7.7M,
+# geometric mean 8.1M), t sits near the middle.
 reward = dict(target=10e6, alpha=0.07, hard=False)
 
 # Controller and PPO: NASNet/MnasNet settings except the learning rate and the update size,
@@ -71,8 +80,11 @@ data_preprocessor = dict(
     num_classes=5, mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0], to_rgb=True)
 
 proxy = dict(
-    data=dict(type='synthetic_shapes', root='data/search_shapes_cls', num_train=400,
-              num_val=100, image_size=input_size, seed=0),
+    # Shapes of 0.35-0.5 of the image side (the default 0.25-0.45 is harder to learn in ~100
+    # steps: every architecture stays near 0.5 and the seed decides the order); 1,000 held-out
+    # images: one image is 0.1 % of accuracy.
+    data=dict(type='synthetic_shapes', root='data/search_shapes_cls', num_train=1500,
+              num_val=1000, image_size=input_size, seed=0, size_range=(0.35, 0.5)),
     threads=1,
     seed=0,
     runner=dict(
@@ -85,19 +97,22 @@ proxy = dict(
             head=dict(type='LinearClsHead', num_classes=5,
                       loss=dict(type='CrossEntropyLoss', loss_weight=1.0))),
         train_dataloader=dict(
-            batch_size=40, num_workers=0,
+            batch_size=32, num_workers=0,
             dataset=dict(type='CustomDataset', pipeline=[
                 dict(type='LoadImageFromFile'),
                 dict(type='RandomFlip', prob=0.5, direction='horizontal'),
                 dict(type='PackInputs')]),
             sampler=dict(type='DefaultSampler', shuffle=True)),
         val_dataloader=dict(
-            batch_size=100, num_workers=0,
+            batch_size=250, num_workers=0,
             dataset=dict(type='CustomDataset', pipeline=[
                 dict(type='LoadImageFromFile'), dict(type='PackInputs')]),
             sampler=dict(type='DefaultSampler', shuffle=False)),
         val_evaluator=dict(type='Accuracy', topk=(1, )),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=4e-3, weight_decay=0.05)),
-        param_scheduler=[dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=2, eta_min=1e-4,
-                              convert_to_iter_based=True)],
-        train_cfg=dict(by_epoch=True, max_epochs=2)))
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=6e-3, weight_decay=0.05)),
+        # 10 warm-up steps, then cosine to 1e-4 over the 3 epochs.
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=10),
+            dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=3, eta_min=1e-4,
+                 convert_to_iter_based=True)],
+        train_cfg=dict(by_epoch=True, max_epochs=3)))

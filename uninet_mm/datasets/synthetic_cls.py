@@ -1,8 +1,18 @@
-"""Classification twin of the synthetic shapes data: one shape per image, label = its class.
+"""Classification twins of the synthetic shapes data.
 
 Same scene renderer as :mod:`uninet_mm.datasets.synthetic` (textured background, clutter lines,
-shaded and noisy objects), with exactly one object per image. Written in the ImageNet folder
-layout that mmpretrain's ``CustomDataset`` reads without annotation files::
+shaded and noisy objects). Two tasks (``task``):
+
+* ``'shape'``: exactly one object per image, label = its class (5 classes);
+* ``'pair'``: exactly two objects per image, not overlapping, label = the unordered pair of
+  their classes (15 classes: ``circle+circle``, ``circle+rectangle``, ... ``ring+star``;
+  classes are drawn independently, so a pair of two different shapes is twice as frequent as
+  a pair of equal ones). Telling the pair needs both objects recognised and, for equal
+  shapes, counted: harder than ``'shape'`` (too hard for the built-in search's budget so far:
+  0.11 after 60 steps, chance 0.08; see docs/search.md).
+
+Written in the ImageNet folder layout that mmpretrain's ``CustomDataset`` reads without
+annotation files::
 
     ROOT/train/circle/000001.png ...   ROOT/train/ring/...
     ROOT/val/circle/000001.png ...
@@ -23,57 +33,78 @@ from .synthetic import (GENERATOR_VERSION, MANIFEST_NAME, SHAPE_CLASSES, PathLik
 
 _SPLIT_CODES = {'train': 1, 'val': 2}
 _SALT = 37
+_PAIR_SALT = 41
+TASKS = ('shape', 'pair')
+#: Class names of the ``'pair'`` task: the unordered pairs of shape classes.
+PAIR_CLASSES: Tuple[str, ...] = tuple(
+    f'{SHAPE_CLASSES[i]}+{SHAPE_CLASSES[j]}'
+    for i in range(len(SHAPE_CLASSES)) for j in range(i, len(SHAPE_CLASSES)))
 
 
 def make_shapes_classification(root: PathLike, num_train: int = 400, num_val: int = 100,
                                image_size: Tuple[int, int] = (32, 32), seed: int = 0,
                                size_range: Tuple[float, float] = (0.25, 0.45),
-                               force: bool = False) -> dict:
-    """Write a 5-class shape classification set under ``root`` (ImageNet folder layout).
+                               force: bool = False, task: str = 'shape') -> dict:
+    """Write a shape classification set under ``root`` (ImageNet folder layout).
 
     Args:
         root: output folder (created).
-        num_train, num_val: images per split; classes are drawn uniformly at random.
+        num_train, num_val: images per split; shape classes are drawn uniformly at random.
         image_size: (height, width) of every image.
         seed: everything generated is a function of it.
         size_range: shape radius range as a fraction of the shorter image side.
         force: regenerate even if the manifest says the data are up to date.
+        task: ``'shape'`` (one shape, 5 classes) or ``'pair'`` (two shapes, 15 classes: the
+            unordered pair; see the module docstring).
 
     Returns:
         A dict with ``root``, ``train_prefix`` / ``val_prefix`` (folders relative to root),
         ``classes``, image counts per split and ``generated`` (False when already there).
     """
+    if task not in TASKS:
+        raise ValueError(f'task = {task!r}; choose one of {list(TASKS)}')
     root = Path(root)
     params = dict(kind='shapes_cls', version=GENERATOR_VERSION, num_train=int(num_train),
                   num_val=int(num_val), image_size=[int(image_size[0]), int(image_size[1])],
                   seed=int(seed), size_range=[float(size_range[0]), float(size_range[1])])
-    info = dict(root=str(root), train_prefix='train', val_prefix='val', classes=SHAPE_CLASSES)
+    if task != 'shape':  # the 'shape' manifest stays as it was (existing data stay valid)
+        params['task'] = task
+    classes = SHAPE_CLASSES if task == 'shape' else PAIR_CLASSES
+    info = dict(root=str(root), train_prefix='train', val_prefix='val', classes=classes)
     manifest = read_manifest(root)
     if (not force and manifest is not None and manifest.get('params') == params
             and all((root / split / name).is_dir()
-                    for split in ('train', 'val') for name in SHAPE_CLASSES)):
+                    for split in ('train', 'val') for name in classes)):
         return dict(info, **manifest['stats'], generated=False)
 
     root.mkdir(parents=True, exist_ok=True)
     (root / MANIFEST_NAME).unlink(missing_ok=True)
     stats = {}
     for split, count in (('train', num_train), ('val', num_val)):
-        for name in SHAPE_CLASSES:
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            _clean_dir(root / split / name, r'\d{6}\.png')
-        per_class = dict.fromkeys(SHAPE_CLASSES, 0)
+        for name in sorted(set(SHAPE_CLASSES) | set(PAIR_CLASSES)):  # the other task's go
+            folder = root / split / name
+            _clean_dir(folder, r'\d{6}\.png')
+            if name in classes:
+                folder.mkdir(parents=True, exist_ok=True)
+            elif folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        per_class = dict.fromkeys(classes, 0)
         for index in range(count):
-            rng = np.random.default_rng([int(seed), _SALT, _SPLIT_CODES[split], index])
-            label = int(rng.integers(len(SHAPE_CLASSES)))
-            image, labels = _render_one(rng, tuple(image_size), tuple(size_range), label)
-            name = SHAPE_CLASSES[labels]
+            if task == 'shape':
+                rng = np.random.default_rng([int(seed), _SALT, _SPLIT_CODES[split], index])
+                label = int(rng.integers(len(SHAPE_CLASSES)))
+                image, labels = _render_one(rng, tuple(image_size), tuple(size_range), label)
+                name = SHAPE_CLASSES[labels]
+            else:
+                rng = np.random.default_rng([int(seed), _PAIR_SALT, _SPLIT_CODES[split], index])
+                image, name = _render_pair(rng, tuple(image_size), tuple(size_range))
             per_class[name] += 1
             _save_image(image, root / split / name / f'{index + 1:06d}.png')
         stats[f'num_{split}_images'] = count
         stats[f'{split}_per_class'] = per_class
     _write_manifest(root, dict(generator='uninet_mm.datasets.synthetic', params=params,
-                               stats=stats, classes=list(SHAPE_CLASSES)))
-    _logger().info(f'wrote synthetic shape classification data to {root}: '
+                               stats=stats, classes=list(classes)))
+    _logger().info(f'wrote synthetic shape classification data ({task!r} task) to {root}: '
                    f'{num_train} train + {num_val} val images of {image_size[0]}x{image_size[1]}')
     return dict(info, **stats, generated=True)
 
@@ -96,3 +127,17 @@ def _render_one(rng: np.random.Generator, image_size: Tuple[int, int],
     if found is None:
         raise RuntimeError(f'could not place a shape in a {image_size} image; use larger images')
     return found
+
+
+def _render_pair(rng: np.random.Generator, image_size: Tuple[int, int],
+                 size_range: Tuple[float, float]) -> Tuple[np.ndarray, str]:
+    """Render a scene with exactly two non-overlapping shapes; returns it and its class name
+    (``'<class a>+<class b>'``, the two classes in ``SHAPE_CLASSES`` order)."""
+    for _ in range(50):
+        image, _, labels = render_scene(rng, image_size, num_objects=(2, 2),
+                                        size_range=size_range, max_occlusion=0.0)
+        if len(labels) == 2:
+            first, second = sorted(labels)
+            return image, f'{SHAPE_CLASSES[first]}+{SHAPE_CLASSES[second]}'
+    raise RuntimeError(f'could not place two shapes in a {image_size} image; use larger images '
+                       f'or smaller shapes (size_range)')

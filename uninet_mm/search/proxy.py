@@ -2,7 +2,8 @@
 
 One trial (:func:`run_proxy_trial`):
 
-1. builds the ``ImageClassifier`` of ``proxy.runner.model`` with the sampled backbone
+1. seeds python, numpy and torch with ``proxy.seed`` and builds the ``ImageClassifier`` of
+   ``proxy.runner.model`` with the sampled backbone
    (``SearchSpace.backbone_kwargs``: the arch dict and the proxy input size) and the head's
    ``in_channels`` set to the arch's head width;
 2. counts its FLOPs and parameters with the project's counter
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
+from mmengine.runner import Runner, set_random_seed
 from torch import nn
 
 from ..utils.mmengine_private import QuietRunner, forget_instances
@@ -121,7 +122,7 @@ def _prepare_synthetic(data: Dict[str, Any]) -> Dict[str, Tuple[str, str, str]]:
     except TypeError as exc:
         raise ProxyConfigError(f'search config: proxy.data for synthetic_shapes: {exc}; '
                                f'allowed keys: root, num_train, num_val, image_size, seed, '
-                               f'size_range') from None
+                               f'size_range, task') from None
     return dict(train=(str(root), info['train_prefix'], ''),
                 val=(str(root), info['val_prefix'], ''))
 
@@ -249,6 +250,9 @@ def run_proxy_trial(proxy: Dict[str, Any], backbone_kwargs: Dict[str, Any], work
 
     runner = None
     try:
+        # The proxy seed, not what ran before in this process, sets the initial weights (the
+        # backbone's layers draw them when built); the Runner reseeds with it for data order.
+        set_random_seed(int(proxy.get('seed', 0)))
         model = build_proxy_model(proxy, backbone_kwargs)
         result.update(count_model(model, input_size))
         capture = MetricsCaptureHook(validated)
