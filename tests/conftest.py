@@ -64,10 +64,13 @@ def local_ray():
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist (``-n``), the tests that start services (a Slurm or multi-node Ray
     cluster, the session's local Ray) run one after another on one worker: one Ray instance per
-    session, and no two clusters competing for the cores at once."""
+    session, and no two clusters competing for the cores at once. The slow tests go first (in
+    their files' order), so the workers end together instead of one finishing a long test
+    alone."""
     for item in items:
         if item.get_closest_marker('cluster') or 'local_ray' in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group('services'))
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 
 @pytest.fixture(autouse=True)

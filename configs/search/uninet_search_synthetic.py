@@ -11,11 +11,11 @@
 # architecture, 60 architectures, 6 per PPO update, and a FLOPs target t near the middle of
 # what this space spans at 32 px.
 #
-# Issue 20 asks for a proxy where the architecture, not the seed, decides the accuracy; this one
-# does not reach it yet (20 architectures x 3 seeds: Spearman between seeds 0.69 / 0.67 / 0.58,
-# goal 0.7; spread between architectures 1.53 x the spread over seeds, goal 2; the old proxy
-# over 2 seeds: 0.14 and 1.07). tools/analysis_tools/proxy_noise.py measures it; docs/search.md
-# gives the numbers.
+# How much the architecture, rather than the training seed, decides this proxy's accuracy is
+# measured by tools/analysis_tools/proxy_noise.py: over 20 architectures x 3 seeds, Spearman
+# between seeds 0.69 / 0.67 / 0.58 and a spread between architectures 1.53 x the spread over
+# seeds (the aim is >= 0.7 and >= 2; the previous, smaller proxy: 0.14 and 1.07). See
+# docs/search.md.
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
 input_size = (32, 32)

@@ -10,8 +10,8 @@ accuracies and the spread between architectures over the spread over seeds.
         --num-archs 20 --seeds 2 --work-dir work_dirs/proxy_noise
 
 Every trial is appended to DIR/proxy_noise.jsonl as it finishes; running the same command again
-only runs the trials that are missing (same config, same work dir). Targets (issue 20):
-Spearman >= 0.7 for every pair of seeds and a spread ratio >= 2. See docs/search.md.
+only runs the trials that are missing (same config, same work dir). Targets of an informative
+proxy: Spearman >= 0.7 for every pair of seeds and a spread ratio >= 2. See docs/search.md.
 """
 import argparse
 import json

@@ -39,7 +39,7 @@ from .config import check_search_config
 from .proxy import prepare_proxy, run_proxy_trial
 
 LOG_NAME = 'proxy_noise.jsonl'
-#: The targets of issue 20: seed-to-seed Spearman >= 0.7, spread ratio >= 2.
+#: What an informative proxy reaches: seed-to-seed Spearman >= 0.7, spread ratio >= 2.
 TARGET_SPEARMAN = 0.7
 TARGET_RATIO = 2.0
 
