@@ -127,17 +127,22 @@ def record_trial(work_dir: str, driver: 'SearchDriver', record: Dict[str, Any],
         add_stats(search_visualizer(work_dir), record['update'])
 
 
+def describe_scores(record: Dict[str, Any]) -> str:
+    """``'reward R, accuracy A, F M FLOPs[, L ms]'`` of a scored record (log line or top entry)."""
+    latency = (f', {record["latency_ms"]:.2f} ms' if record.get('latency_ms') is not None
+               else '')
+    return (f'reward {record["reward"]:.4f}, accuracy {record["accuracy"]:.4f}, '
+            f'{record["flops"] / 1e6:.2f}M FLOPs{latency}')
+
+
 def log_progress(logger: MMLogger, driver: 'SearchDriver', record: Dict[str, Any]) -> None:
     """One progress line per scored trial, one more per searcher statistics entry."""
     done = len(driver.history)
     if record['status'] == 'ok':
         stopped = (f', stopped early after {record.get("epochs")} epochs'
                    if record.get('early_stopped') else '')
-        latency = (f'{record["latency_ms"]:.2f} ms, ' if record.get('latency_ms') is not None
-                   else '')
-        logger.info(f'trial {record["trial"]} ({done}/{driver.max_trials}): accuracy '
-                    f'{record["accuracy"]:.4f}, {record["flops"] / 1e6:.2f}M FLOPs, {latency}'
-                    f'{record["params"] / 1e6:.3f}M params, reward {record["reward"]:.4f}, '
+        logger.info(f'trial {record["trial"]} ({done}/{driver.max_trials}): '
+                    f'{describe_scores(record)}, {record["params"] / 1e6:.3f}M params, '
                     f'{record["seconds"] or 0:.1f} s{stopped}')
     else:
         logger.warning(f'trial {record["trial"]} ({done}/{driver.max_trials}) failed '

@@ -11,7 +11,7 @@ from .config import check_search_config, prepare_latency_table
 from .driver import STATE_NAME, SearchDriver
 from .embedded import run_embedded
 from .proxy import ProxyTrial, prepare_proxy
-from .records import search_logger, write_results
+from .records import describe_scores, search_logger, write_results
 from .report import update_curve, write_outputs
 
 BACKENDS = ('embedded', 'ray')
@@ -104,11 +104,7 @@ def run_search(cfg: Mapping, work_dir: str, max_trials: Optional[int] = None,
     logger.info(f'mean reward per {"PPO update" if driver.searcher == "ppo" else "window"}: '
                 + ', '.join(f'{v:.4f}' for v in curve))
     for entry in outputs['top']:
-        latency = (f', {entry["latency_ms"]:.2f} ms' if entry.get('latency_ms') is not None
-                   else '')
-        logger.info(f'top {entry["rank"]}: trial {entry["trial"]}, reward {entry["reward"]:.4f}, '
-                    f'accuracy {entry["accuracy"]:.4f}, {entry["flops"] / 1e6:.2f}M FLOPs'
-                    f'{latency}; '
+        logger.info(f'top {entry["rank"]}: trial {entry["trial"]}, {describe_scores(entry)}; '
                     f'configs {entry["cls_config"]}, {entry["det_config"]}')
     logger.info(f'log {Path(work_dir) / "search_log.jsonl"} (table: {outputs["results_csv"]}; '
                 f'uninet_mm.search.records.load_search(work_dir)), picture {outputs["picture"]}')
