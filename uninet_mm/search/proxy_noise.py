@@ -36,6 +36,7 @@ import torch
 
 from ..utils.plain import to_plain
 from .config import check_search_config
+from .latency import spearman
 from .proxy import prepare_proxy, run_proxy_trial
 
 LOG_NAME = 'proxy_noise.jsonl'
@@ -52,8 +53,7 @@ def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
         raise ValueError(f'need two 1-d sequences of equal length, got {x.shape} and {y.shape}')
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float('nan')
-    from scipy.stats import spearmanr
-    return float(spearmanr(x, y).statistic)
+    return spearman(x.tolist(), y.tolist())
 
 
 def noise_statistics(accuracies: Any, seeds: Optional[Sequence[int]] = None,
