@@ -437,3 +437,42 @@ def test_passes_spread_each_piece_over_the_build(space):
     table.measure(stop_after=pieces)
     samples = [len(e['samples']) for e in table.data['entries'].values()]
     assert len(samples) == pieces and set(samples) == {1}
+
+
+def test_statistic_of_the_samples(space, tmp_path):
+    """Forward tables keep the median of a piece's samples, train tables the minimum; a table
+    re-summarises its stored samples with another statistic without measuring again, and so
+    does a build that continues from a saved one."""
+    forward = LatencyTable.plan_build(space, input_size=TABLE_SIZE, repeats=3, warmup=0, passes=1)
+    assert forward.statistic == 'median'
+    assert LatencyTable.plan_build(space, input_size=TABLE_SIZE, mode='train', repeats=1,
+                                   warmup=0).statistic == 'min'
+    forward.measure()
+    entries = forward.data['entries']
+    assert entries and all(len(e['samples']) == 3 for e in entries.values())
+    for entry in entries.values():
+        assert entry['ms'] == pytest.approx(sorted(entry['samples'])[1])
+    path = str(tmp_path / 'partial.json')
+    forward.save(path)
+    minimum = LatencyTable.plan_build(space, input_size=TABLE_SIZE, repeats=3, warmup=0,
+                                      passes=1, statistic='min')
+    minimum.continue_from(LatencyTable.load(path, complete=False))
+    assert minimum.statistic == 'min'
+    for key, entry in entries.items():
+        assert minimum.data['entries'][key]['ms'] == pytest.approx(min(entry['samples']))
+    assert minimum.identity['statistic'] == 'min'
+    forward.use_statistic('min')
+    assert forward.identity['sha256'] == minimum.identity['sha256']
+    with pytest.raises(LatencyError, match='statistic'):
+        forward.use_statistic('mean')
+    results = measure_networks([space.decode(space.sample(random.Random(1)))],
+                               dict(forward.settings), repeats=3, statistic='min')
+    assert results[0]['ms'] == min(results[0]['samples'])
+
+
+def test_a_search_config_sets_the_statistic(tmp_path, table_path):
+    settings = check_search_config(latency_cfg(dict(path=table_path, statistic='min')))
+    assert settings.latency.statistic == 'min'
+    with pytest.raises(SearchConfigError, match='statistic'):
+        check_search_config(latency_cfg(dict(path=str(tmp_path / 'new.json'),
+                                             input_size=TABLE_SIZE, statistic='mean')))

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from mmengine.config import Config, DictAction
 
-from uninet_mm.search.latency import (LatencyError, LatencyTable, error_stats,
+from uninet_mm.search.latency import (STATISTICS, LatencyError, LatencyTable, error_stats,
                                       fit_flops_scale, measure_networks)
 from uninet_mm.search.space import SearchSpace
 from uninet_mm.utils.tools_support import parse_size
@@ -77,7 +77,7 @@ def build(args: argparse.Namespace) -> int:
                                     batch=args.batch, dtype=args.dtype, mode=args.mode,
                                     threads=args.threads, extra_archs=args.extra_archs,
                                     warmup=args.warmup, repeats=args.repeats,
-                                    passes=args.passes)
+                                    passes=args.passes, statistic=args.statistic)
     out = Path(args.out)
     if out.exists():
         if not args.resume:
@@ -90,7 +90,8 @@ def build(args: argparse.Namespace) -> int:
     todo = table.todo()
     pieces = len(table.data['pieces'])
     samples = sum(todo.values())
-    print(f'  {pieces} pieces, {len(todo)} still to time: {samples} timed runs (median of '
+    print(f'  {pieces} pieces, {len(todo)} still to time: {samples} timed runs '
+          f'({table.statistic} of '
           f'{table.data["repeats"]} per piece, in {table.data["passes"]} passes over all pieces, '
           f'+{table.data["warmup"]} warm-up per piece and pass)')
     if not todo:
@@ -137,6 +138,8 @@ def count_flops(arch: Any, settings: Dict[str, Any], mlp_size) -> float:
 def validate(args: argparse.Namespace) -> int:
     space = load_space(args.config, args.cfg_options)
     table = LatencyTable.load(args.table)
+    if args.statistic is not None:
+        table.use_statistic(args.statistic)
     missing = table.missing_for(space)
     if missing:
         print(f'{args.table} does not cover the search space of {args.config}: {len(missing)} '
@@ -181,7 +184,7 @@ def validate(args: argparse.Namespace) -> int:
           f'interleaved rounds)...', flush=True)
     measured = measure_networks(archs, settings, mlp_input_size=space.input_size,
                                 warmup=args.warmup, repeats=args.repeats,
-                                progress=Progress('timed'))
+                                progress=Progress('timed'), statistic=table.statistic)
     seconds = time.perf_counter() - start
     load = [round(v, 2) for v in load_before + os.getloadavg()]
     threads = torch.get_num_threads()
@@ -265,7 +268,7 @@ def compare(args: argparse.Namespace) -> int:
     print(f'measuring {len(archs)} architectures whole: {table.describe()}', flush=True)
     measured = iter(measure_networks(archs, settings, mlp_input_size=table.space.input_size,
                                      warmup=args.warmup, repeats=args.repeats,
-                                     progress=Progress('timed')))
+                                     progress=Progress('timed'), statistic=table.statistic))
     rows = []
     for r, entry, reason in where:
         row = dict(run=runs[r][0], rank=entry['rank'], trial=entry['trial'],
@@ -320,7 +323,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    'the wall clock above)')
     b.add_argument('--out', required=True, help='table JSON to write')
     b.add_argument('--resume', action='store_true', help='continue the stopped build in --out')
-    b.add_argument('--repeats', type=int, default=6, help='timed runs per piece (median)')
+    b.add_argument('--repeats', type=int, default=6,
+                   help='timed runs per piece (summarised by --statistic)')
+    b.add_argument('--statistic', choices=STATISTICS, default=None,
+                   help='what a piece\'s timed runs are summarised by (default: min in train '
+                   'mode, where samples are skewed upwards; median in forward mode)')
     b.add_argument('--passes', type=int, default=3,
                    help='passes over all pieces, each adding repeats/passes samples (spreads '
                    'every piece\'s samples over the whole build)')
@@ -335,7 +342,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     v.add_argument('--num-archs', type=int, default=30)
     v.add_argument('--seed', type=int, default=0)
     v.add_argument('--repeats', type=int, default=6,
-                   help='timed runs per network (median; halves compared for repeatability)')
+                   help='timed runs per network (summarised like the table\'s pieces; halves '
+                   'compared for repeatability)')
+    v.add_argument('--statistic', choices=STATISTICS, default=None,
+                   help='summarise the table\'s stored samples and the networks\' by this '
+                   'instead of the table\'s own statistic (nothing is measured again)')
     v.add_argument('--warmup', type=int, default=1)
     v.add_argument('--out', default=None, help='write all numbers to this JSON file')
     v.add_argument('--cfg-options', nargs='+', action=DictAction)

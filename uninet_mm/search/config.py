@@ -32,7 +32,8 @@ import torch
 
 from ..utils.plain import to_plain
 from .checks import is_int, is_number
-from .latency import SETTING_KEYS, LatencyError, LatencyTable, check_settings
+from .latency import (SETTING_KEYS, LatencyError, LatencyTable, check_settings,
+                      check_statistic)
 from .reward import COSTS, MnasReward
 from .searchers import SearcherError, searcher_class, split_searcher
 from .space import SearchSpace
@@ -283,16 +284,20 @@ def _latency_table(table_cfg: Any, reward: MnasReward, space: SearchSpace):
     table_cfg = dict(table_cfg)
     path = table_cfg.pop('path')
     build_keys = dict(warmup=table_cfg.pop('warmup', 1), repeats=table_cfg.pop('repeats', 6),
-                      passes=table_cfg.pop('passes', 3))
+                      passes=table_cfg.pop('passes', 3),
+                      statistic=table_cfg.pop('statistic', None))
     unknown = sorted(set(table_cfg) - set(SETTING_KEYS))
     if unknown:
         raise SearchConfigError(f'search config "reward.table" has unknown keys {unknown}; '
-                                f'allowed: path, warmup, repeats, passes, {", ".join(SETTING_KEYS)}')
+                                f'allowed: path, warmup, repeats, passes, statistic, '
+                                f'{", ".join(SETTING_KEYS)}')
     if 'input_size' in table_cfg and not isinstance(table_cfg['input_size'], int):
         table_cfg['input_size'] = list(table_cfg['input_size'])
     try:
         if Path(path).is_file():
             table = LatencyTable.load(path, **table_cfg)
+            if build_keys['statistic'] is not None:
+                table.use_statistic(build_keys['statistic'])
         else:
             if 'input_size' not in table_cfg:
                 raise SearchConfigError(
@@ -300,6 +305,7 @@ def _latency_table(table_cfg: Any, reward: MnasReward, space: SearchSpace):
                     f'tools/analysis_tools/latency_table.py build, or give the build settings '
                     f'(device, input_size, batch, dtype, mode, threads) to build it on first use')
             settings = check_settings(**table_cfg)
+            check_statistic(build_keys['statistic'], settings['mode'])
             if settings['device'] == 'cuda' and not torch.cuda.is_available():
                 raise SearchConfigError(
                     f'search config "reward.table": {path} does not exist and is to be built on '
@@ -329,7 +335,7 @@ def prepare_latency_table(settings: SearchSettings, logger=None) -> Optional[Lat
     path = build['path']
     table = LatencyTable.plan_build(settings.space, **build['settings'],
                                     warmup=build['warmup'], repeats=build['repeats'],
-                                    passes=build['passes'])
+                                    passes=build['passes'], statistic=build['statistic'])
     partial = Path(path + '.partial')
     if partial.is_file():
         table = table.continue_from(LatencyTable.load(str(partial), complete=False))

@@ -28,8 +28,12 @@ Timing: CPU at one thread with the thread's CPU time (what the piece costs on an
 robust to other processes being scheduled), CPU with more threads with the wall clock (other
 processes do disturb it), CUDA with CUDA events after warm-up. Each piece is warmed up, then
 timed in rounds interleaved over a group of pieces, in ``passes`` passes over the whole
-table (each median then spans the whole build, not one busy moment); the median of
-``repeats`` samples is kept.
+table (each median then spans the whole build, not one busy moment); one statistic of the
+``repeats`` samples is kept: the median for ``forward``, the minimum for ``train`` (a table's
+``statistic``; train-mode samples are skewed upwards by gradient allocation and the backward
+engine, and the minimum of pieces and of whole networks agreed better there, see
+``docs/latency.md``). The samples stay in the table, so :meth:`LatencyTable.use_statistic`
+re-summarises a table without measuring again.
 
 Architectures that cannot run at the table's size (MLP token mixing has weights per token
 position, so it only runs at the size the space builds its networks for) are infeasible:
@@ -72,6 +76,8 @@ DEFAULT_WARMUP = 1
 DEFAULT_REPEATS = 6
 #: Passes over all pieces a build makes (each adds repeats / passes samples to every piece).
 DEFAULT_PASSES = 3
+#: How a piece's (and a whole network's) timed samples become one number.
+STATISTICS = ('median', 'min')
 #: Pieces timed together in interleaved rounds are grouped up to this many input bytes.
 GROUP_BYTES = 1 << 30
 GROUP_SIZE = 32
@@ -137,6 +143,26 @@ def check_settings(device: str = 'cpu', input_size: Union[int, Sequence[int]] = 
             raise LatencyError('fp16 autocast is a CUDA setting; on the CPU use fp32 or bf16')
     return dict(device=device, input_size=[int(s) for s in input_size], batch=batch,
                 dtype=dtype, mode=mode, threads=threads)
+
+
+def default_statistic(mode: str) -> str:
+    """The statistic a table keeps by default: ``min`` in train mode, else ``median``."""
+    return 'min' if mode == 'train' else 'median'
+
+
+def check_statistic(statistic: Optional[str], mode: str) -> str:
+    """``statistic`` validated (None: :func:`default_statistic` of ``mode``)."""
+    if statistic is None:
+        return default_statistic(mode)
+    if statistic not in STATISTICS:
+        raise LatencyError(f'latency statistic {statistic!r} is not supported; use one of '
+                           f'{list(STATISTICS)}')
+    return statistic
+
+
+def summarize(samples: Sequence[float], statistic: str) -> float:
+    """One number of timed ``samples`` (ms): their median or their minimum."""
+    return min(samples) if statistic == 'min' else statistics.median(samples)
 
 
 def timer_name(settings: Mapping[str, Any]) -> str:
@@ -586,11 +612,15 @@ class LatencyTable:
                    dtype: str = 'fp32', mode: str = 'forward', threads: Optional[int] = None,
                    extra_archs: Sequence[Union[str, Mapping]] = (),
                    warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
-                   passes: int = DEFAULT_PASSES) -> 'LatencyTable':
+                   passes: int = DEFAULT_PASSES, statistic: Optional[str] = None
+                   ) -> 'LatencyTable':
         """An empty table (no piece measured yet) with its layouts probed and its pieces
         listed; :meth:`measure` fills it. ``extra_archs`` (e.g. ``['b0', 'b1']``) adds the
-        pieces of networks outside the space."""
+        pieces of networks outside the space; ``statistic`` (``median`` or ``min``; None:
+        :func:`default_statistic` of the mode) is what each piece's samples are summarised
+        by."""
         settings = check_settings(device, input_size, batch, dtype, mode, threads)
+        statistic = check_statistic(statistic, settings['mode'])
         if not (isinstance(repeats, int) and repeats >= 1 and isinstance(warmup, int)
                 and warmup >= 0 and isinstance(passes, int) and passes >= 1):
             raise LatencyError(f'repeats and passes must be >= 1 and warmup >= 0, got '
@@ -603,7 +633,7 @@ class LatencyTable:
                     timer=timer_name(settings), space=to_plain(space.config),
                     extra_archs=[s.to_dict() for s in extra_specs],
                     environment=environment(device), warmup=warmup, repeats=repeats,
-                    passes=passes,
+                    passes=passes, statistic=statistic,
                     layouts=layouts, pieces={}, entries={}, complete=False, build_seconds=0.0)
         table = cls(data)
         pieces = space_pieces(space, settings['input_size'], layouts, extra_specs)
@@ -616,14 +646,14 @@ class LatencyTable:
               dtype: str = 'fp32', mode: str = 'forward', threads: Optional[int] = None,
               extra_archs: Sequence[Union[str, Mapping]] = (), warmup: int = DEFAULT_WARMUP,
               repeats: int = DEFAULT_REPEATS, passes: int = DEFAULT_PASSES,
-              path: Optional[str] = None, logger: Optional[MMLogger] = None
-              ) -> 'LatencyTable':
+              statistic: Optional[str] = None, path: Optional[str] = None,
+              logger: Optional[MMLogger] = None) -> 'LatencyTable':
         """Measure every piece of ``space`` at these settings (see :func:`check_settings`).
 
         With ``path``, progress is saved there as it goes and a partial table at ``path``
         with the same settings is continued (no sample is taken twice)."""
         table = cls.plan_build(space, device, input_size, batch, dtype, mode, threads,
-                               extra_archs, warmup, repeats, passes)
+                               extra_archs, warmup, repeats, passes, statistic)
         if path is not None and Path(path).is_file():
             table = table.continue_from(cls.load(path, complete=False))
         table.measure(path=path, logger=logger)
@@ -646,6 +676,21 @@ class LatencyTable:
         self.data['build_seconds'] = previous.data.get('build_seconds', 0.0)
         self.data['environment'] = previous.data['environment']
         self.layouts = self.data['layouts'] = previous.layouts
+        return self.use_statistic(self.statistic)
+
+    @property
+    def statistic(self) -> str:
+        """How each piece's samples are summarised (tables from before the option: median)."""
+        return self.data.get('statistic', 'median')
+
+    def use_statistic(self, statistic: Optional[str]) -> 'LatencyTable':
+        """Summarise every piece's stored samples with ``statistic`` (``median``/``min``;
+        None: the mode's default) from now on; nothing is measured again. Returns self."""
+        statistic = check_statistic(statistic, self.settings['mode'])
+        self.data['statistic'] = statistic
+        for entry in self.data['entries'].values():
+            if entry.get('samples'):
+                entry['ms'] = summarize(entry['samples'], statistic)
         return self
 
     @property
@@ -768,7 +813,7 @@ class LatencyTable:
                     if len(samples) >= wanted:
                         continue
                     samples.append(round(timer(step), 6))
-                    entries[key]['ms'] = statistics.median(samples)
+                    entries[key]['ms'] = summarize(samples, self.statistic)
                     count()
                 save()
             del steps
@@ -833,7 +878,7 @@ class LatencyTable:
         digest = hashlib.sha256(json.dumps(self.data['entries'], sort_keys=True)
                                 .encode()).hexdigest()[:16]
         env = self.data['environment']
-        return dict(path=self.path, sha256=digest, **self.settings,
+        return dict(path=self.path, sha256=digest, **self.settings, statistic=self.statistic,
                     device_name=env.get('device_name'), machine=env.get('machine'),
                     torch=env.get('torch'))
 
@@ -843,7 +888,7 @@ class LatencyTable:
         threads = f', {s["threads"]} thread(s)' if s['device'] == 'cpu' else ''
         return (f'{s["device"]}{threads} ({self.data["environment"].get("device_name")}), '
                 f'{s["dtype"]}, batch {s["batch"]}, {h}x{w}, {s["mode"]}, '
-                f'timer {self.data["timer"]}')
+                f'timer {self.data["timer"]}, {self.statistic} of the samples')
 
     # ------------------------------------------------------------------ prediction
     def plan(self, arch: Union[str, Mapping, ArchSpec]) -> Plan:
@@ -921,10 +966,10 @@ def _piece_from_dict(data: Mapping[str, Any]) -> Piece:
 # ---------------------------------------------------------------------------------------------
 def measure_networks(archs: Sequence[Union[str, Mapping]], settings: Mapping[str, Any],
                      mlp_input_size: Optional[Sequence[int]] = None, warmup: int = 1,
-                     repeats: int = 5, progress: Optional[Callable[[int, int], None]] = None
-                     ) -> List[Dict[str, Any]]:
+                     repeats: int = 5, progress: Optional[Callable[[int, int], None]] = None,
+                     statistic: str = 'median') -> List[Dict[str, Any]]:
     """Time whole ``UniNet(arch=...)`` backbones with a table's settings, interleaved round by
-    round; returns ``dict(ms=median, samples)`` per arch. Networks are built one at a time
+    round; returns ``dict(ms=statistic of the samples, samples)`` per arch. Networks are built one at a time
     per round only if they do not all fit; here all are kept (backbones are small)."""
     from ..models.backbones.uninet import UniNet
 
@@ -949,7 +994,7 @@ def measure_networks(archs: Sequence[Union[str, Mapping]], settings: Mapping[str
                 done += 1
                 if progress is not None:
                     progress(done, total)
-    return [dict(ms=statistics.median(s), samples=s) for s in samples]
+    return [dict(ms=summarize(s, statistic), samples=s) for s in samples]
 
 
 # ---------------------------------------------------------------------------------------------
