@@ -2,7 +2,7 @@
 and the model table of docs/model_zoo.md regenerated from them.
 
     python .dev_scripts/report_model_table.py [--only TEXT ...] [--by-module]
-                                                      [--update-docs]
+                                                      [--update-docs | --shape HxW]
 
 Mask R-CNN B1/B3 at 1280x800 and UperNet B1/B3 at 2048x512 (the input sizes the mm world quotes),
 the Table 10 ablations (UniNet-B0 with one DSM everywhere, 160x160) and the Table 11 transfers
@@ -16,6 +16,8 @@ leave out. ``--only`` counts the rows whose name or config contains one of the t
 detection and segmentation rows take a few minutes and several GB on a CPU).
 ``--update-docs`` writes the measured rows into docs/model_zoo.md's model table (between its
 ``model-table`` markers); rows not measured in this run keep the values the page has.
+``--shape HxW`` counts every row at one input size instead (e.g. a quick check that all rows
+still build and run: a few seconds a row); the FLOPs are then not compared with the paper's.
 """
 import argparse
 import re
@@ -25,6 +27,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 from mmengine.config import Config
 
 from uninet_mm.utils.flops import config_complexity
+from uninet_mm.utils.tools_support import parse_size
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs'
@@ -80,7 +83,13 @@ def parse_args(argv=None):
                         help='also print FLOPs and parameters per top-level module')
     parser.add_argument('--update-docs', action='store_true',
                         help='write the measured rows into docs/model_zoo.md\'s model table')
-    return parser.parse_args(argv)
+    parser.add_argument('--shape', type=parse_size, metavar='HxW',
+                        help='count every row at this input size instead of the size the paper '
+                             'quotes for it (faster; FLOPs not compared with the paper)')
+    args = parser.parse_args(argv)
+    if args.shape and args.update_docs:
+        parser.error('--update-docs writes the paper\'s input sizes: not with --shape')
+    return args
 
 
 def select(rows: Sequence[Row], only: Optional[Sequence[str]]) -> List[Row]:
@@ -159,6 +168,9 @@ def update_model_zoo(text: str, measured: Dict[str, Dict]) -> str:
 def main(argv=None):
     args = parse_args(argv)
     rows = select(ROWS, args.only)
+    if args.shape:
+        # the paper's FLOPs are for its sizes: their cells read '-' (parameters still compare)
+        rows = [row._replace(shape=args.shape, paper_flops=None) for row in rows]
     header = ('| model | input (WxH) | params (M) | paper | diff | FLOPs (G) | paper | diff '
               '| of which attention (G) | paper top-1 (%) |')
     lines = [header, '|' + '---|' * 10]

@@ -264,20 +264,24 @@ def test_training_under_bf16_autocast():
 
 # ---------------------------------------------------------------------------- compile
 @pytest.mark.slow
+# C++ wrapper: one g++ run per graph instead of one per kernel (about 125 kernels in the eval,
+# train-forward and backward graphs), on a cold inductor cache the larger part of the time
+@torch._inductor.config.patch(cpp_wrapper=True)
 def test_compile_fullgraph_matches_eager_in_eval_and_train():
     """torch.compile (inductor) captures the whole backbone in one graph, in eval and in train
     mode, and matches eager: outputs, input and parameter gradients, running statistics."""
     torch._dynamo.reset()
+    # every block and DSM type once (LG-DSM at stride 1 and 2), and each only once: every
+    # stage adds kernels to compile
     arch = dict(stem_channels=8, head_channels=16, stages=[
         dict(gop='DWConv', dsm=None, expansion=1, channels=8, repeats=1, stride=1),
-        dict(gop='DWConv', dsm='L', expansion=2, channels=16, repeats=1, stride=2),
         dict(gop='Conv', dsm='L', expansion=2, channels=16, repeats=1, stride=2),
         dict(gop='LSA', dsm='G', expansion=2, channels=32, repeats=1, stride=2),
         dict(gop='SA', dsm='LG', expansion=2, channels=32, repeats=1, stride=1),
         dict(gop='SA', dsm='LG', expansion=2, channels=32, repeats=1, stride=2)])
-    model = UniNet(arch, out_indices=(1, 3, 5))
+    model = UniNet(arch, out_indices=(1, 2, 4))
     _randomize(model)
-    eager = UniNet(arch, out_indices=(1, 3, 5))
+    eager = UniNet(arch, out_indices=(1, 2, 4))
     eager.load_state_dict(model.state_dict())
     compiled = torch.compile(model, fullgraph=True)
     x = torch.randn(2, 3, 40, 58)
