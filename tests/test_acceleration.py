@@ -264,9 +264,6 @@ def test_training_under_bf16_autocast():
 
 # ---------------------------------------------------------------------------- compile
 @pytest.mark.slow
-# C++ wrapper: one g++ run per graph instead of one per kernel (about 125 kernels in the eval,
-# train-forward and backward graphs), on a cold inductor cache the larger part of the time
-@torch._inductor.config.patch(cpp_wrapper=True)
 def test_compile_fullgraph_matches_eager_in_eval_and_train():
     """torch.compile (inductor) captures the whole backbone in one graph, in eval and in train
     mode, and matches eager: outputs, input and parameter gradients, running statistics."""
