@@ -969,8 +969,9 @@ def measure_networks(archs: Sequence[Union[str, Mapping]], settings: Mapping[str
                      repeats: int = 5, progress: Optional[Callable[[int, int], None]] = None,
                      statistic: str = 'median') -> List[Dict[str, Any]]:
     """Time whole ``UniNet(arch=...)`` backbones with a table's settings, interleaved round by
-    round; returns ``dict(ms=statistic of the samples, samples)`` per arch. Networks are built one at a time
-    per round only if they do not all fit; here all are kept (backbones are small)."""
+    round; returns ``dict(ms=statistic of the samples, samples)`` per arch. Networks are built
+    one at a time per round only if they do not all fit; here all are kept (backbones are
+    small)."""
     from ..models.backbones.uninet import UniNet
 
     settings = dict(settings)
