@@ -1,6 +1,6 @@
 """Seed noise against architecture signal of the proxy task: the statistics on hand-made
 numbers, the tool end to end on a tiny proxy, the proxy seed fixing the initial weights, and the
-two-shape generated task."""
+generated shape-and-quadrant and two-shape tasks."""
 import json
 import math
 import runpy
@@ -11,7 +11,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from uninet_mm.datasets.synthetic_cls import PAIR_CLASSES, make_shapes_classification
+from uninet_mm.datasets.synthetic_cls import (PAIR_CLASSES, QUADRANT_CLASSES, QUADRANTS,
+                                              make_shapes_classification, quadrant_of)
 from uninet_mm.search import proxy as proxy_module
 from uninet_mm.search.config import check_search_config
 from uninet_mm.search.proxy import prepare_proxy, run_proxy_trial
@@ -159,7 +160,44 @@ def test_proxy_seed_is_set_before_the_model_is_built(tmp_path, monkeypatch):
     assert seen == [3, 8]
 
 
-# ------------------------------------------------------------------ the two-shape task
+# ------------------------------------------------------------------ the generated tasks
+def test_quadrant_of_a_mask():
+    mask = np.zeros((6, 8), dtype=bool)
+    mask[0:2, 0:3] = True  # mean (0.5, 1.0): above and left of the centre (2.5, 3.5)
+    assert QUADRANTS[quadrant_of(mask)] == 'top_left'
+    mask[:] = False
+    mask[1:5, 3:6] = True  # mean (2.5, 4.0): on the middle row counts as top, right of centre
+    assert QUADRANTS[quadrant_of(mask)] == 'top_right'
+    mask[:] = False
+    mask[5, 0] = True
+    assert QUADRANTS[quadrant_of(mask)] == 'bottom_left'
+    mask[:] = False
+    mask[3:, 4:] = True
+    assert QUADRANTS[quadrant_of(mask)] == 'bottom_right'
+
+
+def test_quadrant_task_labels_the_shape_task_images(tmp_path):
+    """Same seed, the one-shape task's images byte for byte; each label is that task's class
+    plus a quadrant, and the quadrants vary."""
+    kwargs = dict(num_train=40, num_val=4, size_range=(0.35, 0.5))
+    shape = make_shapes_classification(tmp_path / 'shape', **kwargs)
+    quad = make_shapes_classification(tmp_path / 'quad', task='quadrant', **kwargs)
+    assert quad['classes'] == QUADRANT_CLASSES and len(QUADRANT_CLASSES) == 20
+    assert sorted(p.name for p in (tmp_path / 'quad' / 'train').iterdir()) == sorted(
+        QUADRANT_CLASSES)
+    by_index = {}
+    for path in (tmp_path / 'shape' / 'train').rglob('*.png'):
+        by_index[path.name] = (path.parent.name, path.read_bytes())
+    quadrants = set()
+    for path in (tmp_path / 'quad' / 'train').rglob('*.png'):
+        shape_name, data = by_index[path.name]
+        assert path.read_bytes() == data
+        cls, quadrant = path.parent.name.split('_', 1)
+        assert cls == shape_name and quadrant in QUADRANTS
+        quadrants.add(quadrant)
+    assert len(quadrants) >= 3  # 40 large shapes near the centre still fall on several sides
+
+
 def test_pair_task_data(tmp_path):
     info = make_shapes_classification(tmp_path, num_train=12, num_val=6, task='pair',
                                       size_range=(0.15, 0.3))

@@ -77,14 +77,17 @@ ray = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None,
            max_failures=3, verbose=1, reuse_actors=True)
 
 data_preprocessor = dict(
-    num_classes=5, mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0], to_rgb=True)
+    num_classes=20, mean=[127.5, 127.5, 127.5], std=[64.0, 64.0, 64.0], to_rgb=True)
 
 proxy = dict(
-    # Shapes of 0.35-0.5 of the image side (the default 0.25-0.45 is harder to learn in ~100
-    # steps: every architecture stays near 0.5 and the seed decides the order); 1,000 held-out
-    # images: one image is 0.1 % of accuracy.
+    # One large shape per image (0.35-0.5 of the side), labelled with its class and the
+    # quadrant its centre lies in (20 classes): the centres sit within a few pixels of the
+    # image centre, so the label needs the shape and a fine position. Accuracy then grows with
+    # what a network learns in 141 steps (the 5-class shape label alone saturated alike for
+    # all; docs/search.md). 3,000 held-out images: one image is 0.03 % of accuracy.
     data=dict(type='synthetic_shapes', root='data/search_shapes_cls', num_train=1500,
-              num_val=1000, image_size=input_size, seed=0, size_range=(0.35, 0.5)),
+              num_val=3000, image_size=input_size, seed=0, size_range=(0.35, 0.5),
+              task='quadrant'),
     threads=1,
     seed=0,
     runner=dict(
@@ -94,14 +97,13 @@ proxy = dict(
             backbone=dict(type='UniNet', out_indices=(6, ), with_head_conv=True,
                           drop_path_rate=0.0),
             neck=dict(type='GlobalAveragePooling'),
-            head=dict(type='LinearClsHead', num_classes=5,
+            head=dict(type='LinearClsHead', num_classes=20,
                       loss=dict(type='CrossEntropyLoss', loss_weight=1.0))),
         train_dataloader=dict(
             batch_size=32, num_workers=0,
+            # No flips: they would move the shape to the other quadrant.
             dataset=dict(type='CustomDataset', pipeline=[
-                dict(type='LoadImageFromFile'),
-                dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-                dict(type='PackInputs')]),
+                dict(type='LoadImageFromFile'), dict(type='PackInputs')]),
             sampler=dict(type='DefaultSampler', shuffle=True)),
         val_dataloader=dict(
             batch_size=250, num_workers=0,

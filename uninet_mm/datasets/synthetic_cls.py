@@ -1,9 +1,15 @@
 """Classification twins of the synthetic shapes data.
 
 Same scene renderer as :mod:`uninet_mm.datasets.synthetic` (textured background, clutter lines,
-shaded and noisy objects). Two tasks (``task``):
+shaded and noisy objects). Three tasks (``task``):
 
 * ``'shape'``: exactly one object per image, label = its class (5 classes);
+* ``'quadrant'``: the same images, label = the object's class and the quadrant of the image
+  its centre (the mean of its pixels) lies in (20 classes: ``circle_top_left``, ...). With
+  large objects (the built-in search uses radii of 0.35-0.5 of the side) the centres lie
+  within a few pixels of the image centre, so the quadrant is a fine localisation on top of
+  the shape: a task whose accuracy grows with what the network can learn in a short training
+  (see docs/search.md). Horizontal flips change the label: do not augment with them;
 * ``'pair'``: exactly two objects per image, not overlapping, label = the unordered pair of
   their classes (15 classes: ``circle+circle``, ``circle+rectangle``, ... ``ring+star``;
   classes are drawn independently, so a pair of two different shapes is twice as frequent as
@@ -34,7 +40,11 @@ from .synthetic import (GENERATOR_VERSION, MANIFEST_NAME, SHAPE_CLASSES, PathLik
 _SPLIT_CODES = {'train': 1, 'val': 2}
 _SALT = 37
 _PAIR_SALT = 41
-TASKS = ('shape', 'pair')
+TASKS = ('shape', 'quadrant', 'pair')
+QUADRANTS: Tuple[str, ...] = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
+#: Class names of the ``'quadrant'`` task: shape class and quadrant of its centre.
+QUADRANT_CLASSES: Tuple[str, ...] = tuple(f'{shape}_{quadrant}' for shape in SHAPE_CLASSES
+                                          for quadrant in QUADRANTS)
 #: Class names of the ``'pair'`` task: the unordered pairs of shape classes.
 PAIR_CLASSES: Tuple[str, ...] = tuple(
     f'{SHAPE_CLASSES[i]}+{SHAPE_CLASSES[j]}'
@@ -54,8 +64,9 @@ def make_shapes_classification(root: PathLike, num_train: int = 400, num_val: in
         seed: everything generated is a function of it.
         size_range: shape radius range as a fraction of the shorter image side.
         force: regenerate even if the manifest says the data are up to date.
-        task: ``'shape'`` (one shape, 5 classes) or ``'pair'`` (two shapes, 15 classes: the
-            unordered pair; see the module docstring).
+        task: ``'shape'`` (one shape, 5 classes), ``'quadrant'`` (one shape, 20 classes:
+            its class and the quadrant of its centre) or ``'pair'`` (two shapes, 15 classes:
+            the unordered pair); see the module docstring.
 
     Returns:
         A dict with ``root``, ``train_prefix`` / ``val_prefix`` (folders relative to root),
@@ -69,7 +80,7 @@ def make_shapes_classification(root: PathLike, num_train: int = 400, num_val: in
                   seed=int(seed), size_range=[float(size_range[0]), float(size_range[1])])
     if task != 'shape':  # the 'shape' manifest stays as it was (existing data stay valid)
         params['task'] = task
-    classes = SHAPE_CLASSES if task == 'shape' else PAIR_CLASSES
+    classes = dict(shape=SHAPE_CLASSES, quadrant=QUADRANT_CLASSES, pair=PAIR_CLASSES)[task]
     info = dict(root=str(root), train_prefix='train', val_prefix='val', classes=classes)
     manifest = read_manifest(root)
     if (not force and manifest is not None and manifest.get('params') == params
@@ -81,7 +92,8 @@ def make_shapes_classification(root: PathLike, num_train: int = 400, num_val: in
     (root / MANIFEST_NAME).unlink(missing_ok=True)
     stats = {}
     for split, count in (('train', num_train), ('val', num_val)):
-        for name in sorted(set(SHAPE_CLASSES) | set(PAIR_CLASSES)):  # the other task's go
+        for name in sorted(set(SHAPE_CLASSES) | set(QUADRANT_CLASSES)
+                           | set(PAIR_CLASSES)):  # the other tasks' go
             folder = root / split / name
             _clean_dir(folder, r'\d{6}\.png')
             if name in classes:
@@ -90,11 +102,14 @@ def make_shapes_classification(root: PathLike, num_train: int = 400, num_val: in
                 folder.rmdir()
         per_class = dict.fromkeys(classes, 0)
         for index in range(count):
-            if task == 'shape':
+            if task in ('shape', 'quadrant'):
                 rng = np.random.default_rng([int(seed), _SALT, _SPLIT_CODES[split], index])
                 label = int(rng.integers(len(SHAPE_CLASSES)))
-                image, labels = _render_one(rng, tuple(image_size), tuple(size_range), label)
-                name = SHAPE_CLASSES[labels]
+                image, mask, drawn = _render_one(rng, tuple(image_size), tuple(size_range),
+                                                 label)
+                name = SHAPE_CLASSES[drawn]
+                if task == 'quadrant':
+                    name = f'{name}_{QUADRANTS[quadrant_of(mask)]}'
             else:
                 rng = np.random.default_rng([int(seed), _PAIR_SALT, _SPLIT_CODES[split], index])
                 image, name = _render_pair(rng, tuple(image_size), tuple(size_range))
@@ -109,19 +124,30 @@ def make_shapes_classification(root: PathLike, num_train: int = 400, num_val: in
     return dict(info, **stats, generated=True)
 
 
+def quadrant_of(mask: np.ndarray) -> int:
+    """Index into ``QUADRANTS`` of the mean position of a (H, W) mask's pixels, split at the
+    image centre ((H - 1) / 2, (W - 1) / 2)."""
+    ys, xs = np.nonzero(mask)
+    below = ys.mean() > (mask.shape[0] - 1) / 2
+    right = xs.mean() > (mask.shape[1] - 1) / 2
+    return int(below) * 2 + int(right)
+
+
 def _render_one(rng: np.random.Generator, image_size: Tuple[int, int],
-                size_range: Tuple[float, float], label: int) -> Tuple[np.ndarray, int]:
-    """Render a scene with exactly one shape, preferably of class ``label``.
+                size_range: Tuple[float, float],
+                label: int) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Render a scene with exactly one shape, preferably of class ``label``; returns the
+    image, the shape's (H, W) mask and its class.
 
     ``render_scene`` draws its own class, so scenes are redrawn (same generator, deterministic)
     until the class matches; after 50 tries the drawn class is kept as the label.
     """
     found = None
     for _ in range(50):
-        image, _, labels = render_scene(rng, image_size, num_objects=(1, 1),
-                                        size_range=size_range, max_occlusion=0.0)
+        image, instances, labels = render_scene(rng, image_size, num_objects=(1, 1),
+                                                size_range=size_range, max_occlusion=0.0)
         if labels:
-            found = (image, labels[0])
+            found = (image, instances == 1, labels[0])
             if labels[0] == label:
                 break
     if found is None:
