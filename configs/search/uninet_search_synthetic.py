@@ -1,21 +1,20 @@
-# Built-in UniNet architecture search on generated data: 60 architectures, 16 s of CPU each
-# on average measured on a shared 2-core AMD EPYC (about 10-12 s estimated for an idle core;
-# see docs/search.md):
+# Built-in UniNet architecture search on generated data: 60 architectures, about 17 s of CPU
+# each (measured on a loaded 2-core AMD EPYC; see docs/search.md):
 #   python tools/search.py configs/search/uninet_search_synthetic.py --work-dir DIR
 #
 # Same method as the paper's search (configs/search/uninet_search_in1k.py), scaled down so one
 # trial takes seconds: a tiny base network (UniNet-B0's layout at about 1/4 of its widths),
-# 32x32 images of one large coloured shape on a textured background (5 classes, the
-# classification twin of the quickstart's shapes, generated into data/search_shapes_cls on
-# first use), 1,500 training and 1,000 held-out images, 3 epochs (141 steps of 32) per
+# 32x32 images of one large coloured shape on a textured background labelled with its class
+# and the quadrant its centre lies in (20 classes, generated into data/search_shapes_cls on
+# first use), 1,500 training and 3,000 held-out images, 3 epochs (141 steps of 32) per
 # architecture, 60 architectures, 6 per PPO update, and a FLOPs target t near the middle of
 # what this space spans at 32 px.
 #
 # How much the architecture, rather than the training seed, decides this proxy's accuracy is
 # measured by tools/analysis_tools/proxy_noise.py: over 20 architectures x 3 seeds, Spearman
-# between seeds 0.69 / 0.67 / 0.58 and a spread between architectures 1.53 x the spread over
-# seeds (the aim is >= 0.7 and >= 2; the previous, smaller proxy: 0.14 and 1.07). See
-# docs/search.md.
+# between seeds 0.80 / 0.71 / 0.75 and a spread between architectures 2.14 x the spread over
+# seeds (the aim: >= 0.7 and >= 2; the previous proxy, the shape alone: 0.69 / 0.67 / 0.58
+# and 1.53). See docs/search.md.
 custom_imports = dict(imports=['uninet_mm'], allow_failed_imports=False)
 
 input_size = (32, 32)
