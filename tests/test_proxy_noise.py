@@ -180,7 +180,7 @@ def test_quadrant_task_labels_the_shape_task_images(tmp_path):
     """Same seed, the one-shape task's images byte for byte; each label is that task's class
     plus a quadrant, and the quadrants vary."""
     kwargs = dict(num_train=40, num_val=4, size_range=(0.35, 0.5))
-    shape = make_shapes_classification(tmp_path / 'shape', **kwargs)
+    make_shapes_classification(tmp_path / 'shape', **kwargs)
     quad = make_shapes_classification(tmp_path / 'quad', task='quadrant', **kwargs)
     assert quad['classes'] == QUADRANT_CLASSES and len(QUADRANT_CLASSES) == 20
     assert sorted(p.name for p in (tmp_path / 'quad' / 'train').iterdir()) == sorted(
