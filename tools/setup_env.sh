@@ -51,10 +51,36 @@ PY="$VENV/bin/python"
 quiet_pip() {
     "$PY" -m pip --quiet --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither' >&2)
 }
-pip_install() { quiet_pip install "$@"; }
+# Installs go through uv (from PyPI) when it installs: it resolves like pip, but unpacks in
+# parallel and links from its cache, so torch's 5.5 GB take about 1 min the first time and
+# seconds after that, where pip takes over 2 min every time. pip's own settings (find-links,
+# index URLs, constraints from pip.conf or PIP_* variables) are handed on, so both see the same
+# packages. UNINET_INSTALLER=pip uses pip throughout.
+pip_setting() {  # the value of one of pip's list settings, environment before config files
+    "$PY" -m pip config list 2>/dev/null | awk -F= -v key="$1" '
+        { name = $1; sub(/^[^.]*\./, "", name) }
+        name == key { value = substr($0, length($1) + 2); gsub(/^'"'"'|'"'"'$/, "", value);
+                      if ($1 ~ /^:env:/) env = value; else if (conf == "") conf = value }
+        END { print (env != "" ? env : conf) }'
+}
+UV_ARGS=()
+if [ "${UNINET_INSTALLER:-uv}" = uv ] && quiet_pip install 'uv>=0.5' 2>/dev/null; then
+    for link in $(pip_setting find-links); do UV_ARGS+=(--find-links "$link"); done
+    for url in $(pip_setting index-url); do UV_ARGS+=(--index-url "$url"); done
+    for url in $(pip_setting extra-index-url); do UV_ARGS+=(--extra-index-url "$url"); done
+    for file in $(pip_setting constraint); do UV_ARGS+=(--constraint "$file"); done
+    # pip takes the best version over all indexes; uv's default stops at the first that has it.
+    UV_ARGS+=(--index-strategy unsafe-best-match)
+    pip_install() { "$VENV/bin/uv" pip install --quiet --python "$PY" "${UV_ARGS[@]}" "$@"; }
+    pip_reinstall() { pip_install --reinstall "$@"; }
+    log "installing with uv ($("$VENV/bin/uv" --version))"
+else
+    pip_install() { quiet_pip install "$@"; }
+    pip_reinstall() { quiet_pip install --force-reinstall "$@"; }
+    quiet_pip install --upgrade pip >/dev/null 2>&1 || true
+fi
 
 log "installing torch, build tools and mmengine"
-pip_install --upgrade pip >/dev/null 2>&1 || true
 pip_install -r "$ROOT/requirements/torch.txt"
 pip_install -r "$ROOT/requirements/build.txt"
 pip_install -r "$ROOT/requirements/runtime.txt"
@@ -106,7 +132,7 @@ else
     else
         log "installing cached mmcv build $WHEEL"
     fi
-    pip_install --no-deps --force-reinstall "$WHEEL"
+    pip_reinstall --no-deps "$WHEEL"
     # mmcv's own runtime dependencies (opencv, addict, ...), without touching mmcv itself.
     pip_install addict packaging Pillow pyyaml yapf opencv-python
     mmcv_ops_work || { log "mmcv ops do not load after install"; exit 1; }
