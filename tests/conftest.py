@@ -61,6 +61,10 @@ def local_ray():
     ray.shutdown()
 
 
+# First: pytest-xdist's worker turns xdist_group marks into node-id suffixes in its own
+# pytest_collection_modifyitems, which pluggy would otherwise call before this one (it is
+# registered later), so marks added here would never group anything.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist (``-n``), the tests that start services (a Slurm or multi-node Ray
     cluster, the session's local Ray) run one after another on one worker: one Ray instance per
