@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from uninet_mm.search.driver import STATE_NAME
+from uninet_mm.search.searchers.random_search import STATS_EVERY
 from uninet_mm.search.records import read_log
 
 from .test_dist_train import free_port
@@ -74,8 +75,16 @@ def _env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS='1')
 
 
-def _write_cfg(tmp_path: Path, data_root: Path, epochs: int) -> Path:
+#: Searcher settings small enough that six trials reach each searcher's second phase
+#: (evolution's mutations, NSGA-II's generations after the first).
+SEARCHERS = dict(ppo=dict(type='ppo'), random=dict(type='random'),
+                 evolution=dict(type='evolution', population_size=3, sample_size=2),
+                 nsga2=dict(type='nsga2', population_size=3))
+
+
+def _write_cfg(tmp_path: Path, data_root: Path, epochs: int, searcher: str = 'ppo') -> Path:
     cfg = tiny_cfg(data_root, archs_per_update=2)
+    cfg.searcher = dict(SEARCHERS[searcher])
     cfg.proxy.runner.train_cfg.max_epochs = epochs  # a few seconds per trial: time to kill
     cfg.ray.update(cpus_per_trial=1, max_concurrent=2, max_failures=2)
     path = tmp_path / 'search_cfg.py'
@@ -83,14 +92,22 @@ def _write_cfg(tmp_path: Path, data_root: Path, epochs: int) -> Path:
     return path
 
 
-def _assert_each_architecture_scored_once(work: Path, max_trials: int) -> list:
+def _assert_each_architecture_scored_once(work: Path, max_trials: int,
+                                          searcher: str = 'ppo') -> list:
     log = read_log(str(work))
     indices = [r['trial'] for r in log]
     assert sorted(indices) == list(range(max_trials)), indices  # none lost, none twice
     state = torch.load(work / STATE_NAME, map_location='cpu', weights_only=True)
     assert sorted(r['trial'] for r in state['history']) == list(range(max_trials))
     assert not state['batch']  # nothing sampled and left waiting
-    assert len(state['updates']) == max_trials // 2
+    assert state['searcher']['identity']['type'] == searcher
+    # One statistics record per window of results, over the kill: PPO's per update (two
+    # architectures), evolution's and NSGA-II's per population, random search's every
+    # STATS_EVERY results.
+    every = dict(ppo=2, random=STATS_EVERY, evolution=3, nsga2=3)[searcher]
+    assert [u['num_archs'] for u in state['updates']] == [every] * (max_trials // every)
+    if searcher != 'ppo':  # ... and the searcher itself was told every result once
+        assert state['searcher']['state']['stats']['count'] == max_trials
     return log
 
 
@@ -160,11 +177,12 @@ def test_worker_node_killed_mid_trial_is_retried_and_search_finishes(ray_cluster
     assert all(r['status'] == 'ok' for r in log), [(r['trial'], r['error']) for r in log]
 
 
+@pytest.mark.parametrize('searcher', list(SEARCHERS))
 def test_driver_killed_mid_search_resumes_with_the_same_command(ray_cluster, tmp_path,
-                                                                search_data):
+                                                                search_data, searcher):
     cluster, _ = ray_cluster
     max_trials = 6
-    cfg_path = _write_cfg(tmp_path, search_data, epochs=2)
+    cfg_path = _write_cfg(tmp_path, search_data, epochs=2, searcher=searcher)
     work = tmp_path / 'work'
     cmd = _search_cmd(cfg_path, work, cluster.address, max_trials)
     proc = _start(cmd, tmp_path / 'driver.out')
@@ -182,7 +200,7 @@ def test_driver_killed_mid_search_resumes_with_the_same_command(ray_cluster, tmp
     resumed = subprocess.run(cmd + ['--resume'], env=_env(), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
-    log = _assert_each_architecture_scored_once(work, max_trials)
+    log = _assert_each_architecture_scored_once(work, max_trials, searcher)
     # The architectures scored before the kill keep their index and their result (even those
     # Tune's own experiment checkpoint had not seen finish): none sampled or scored anew.
     final = {r['trial']: r for r in log}
