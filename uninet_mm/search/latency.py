@@ -29,7 +29,8 @@ robust to other processes being scheduled), CPU with more threads with the wall 
 processes do disturb it), CUDA with CUDA events after warm-up. Each piece is warmed up, then
 timed in rounds interleaved over a group of pieces, in ``passes`` passes over the whole
 table (each median then spans the whole build, not one busy moment); one statistic of the
-``repeats`` samples is kept: the median for ``forward``, the minimum for ``train`` (a table's
+``repeats`` samples is kept (CPU memory stays in the heap meanwhile, see
+:func:`device_settings`): the median for ``forward``, the minimum for ``train`` (a table's
 ``statistic``; train-mode samples are skewed upwards by gradient allocation and the backward
 engine, and the minimum of pieces and of whole networks agreed better there, see
 ``docs/latency.md``). The samples stay in the table, so :meth:`LatencyTable.use_statistic`
@@ -60,6 +61,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from ..models.arch_settings import ArchSpec, StageSpec, parse_arch
+from ..utils.heap import keep_heap
 from ..utils.plain import to_plain
 from .space import SearchSpace
 
@@ -181,6 +183,7 @@ def environment(device: str) -> Dict[str, Any]:
     env.update(machine=platform.node(), cpu_count=os.cpu_count(),
                load_average=[round(v, 2) for v in os.getloadavg()],
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+    env['heap'] = keep_heap()
     env['device_name'] = (torch.cuda.get_device_name()
                           if device == 'cuda' and torch.cuda.is_available() else env['cpu'])
     return env
@@ -543,11 +546,17 @@ class Timer:
 
 @contextlib.contextmanager
 def device_settings(settings: Mapping[str, Any]):
-    """Apply the thread count (CPU) for the duration; check that CUDA exists."""
+    """Apply the thread count (CPU) for the duration and keep the heap
+    (:func:`~uninet_mm.utils.heap.keep_heap`: pieces timed alone free everything after each
+    step, and with glibc's defaults page-faulted it in again: 469 minor faults per step for
+    one DWConv block at 20x20 in train mode here, none with the heap kept, and pieces alone
+    up to 1.4x slower than inside a network; networks are timed the same way); check that
+    CUDA exists."""
     if settings['device'] == 'cuda' and not torch.cuda.is_available():
         raise LatencyError('latency device cuda was asked for, but torch sees no CUDA device '
                            '(torch.cuda.is_available() is False); build the table on the GPU '
                            'it is for')
+    keep_heap()
     threads = torch.get_num_threads()
     if settings['threads'] is not None:
         torch.set_num_threads(settings['threads'])
