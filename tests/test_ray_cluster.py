@@ -210,3 +210,10 @@ def test_driver_killed_mid_search_resumes_with_the_same_command(ray_cluster, tmp
     # ... and the resumed run kept their work: some of them were not trained again.
     runs = _started_trials(work)
     assert any(runs[f'{i:05d}'] == 1 for i in scored_before), runs
+    # The same outputs as any finished search, from this searcher.
+    assert all(r['status'] == 'ok' and r['searcher'] == searcher for r in log), log
+    assert (work / 'top5.json').is_file() and (work / 'pareto.json').is_file()
+    if searcher == 'evolution':  # six results in, the population is full
+        state = torch.load(work / STATE_NAME, map_location='cpu', weights_only=True)
+        population = state['searcher']['state']['population']
+        assert len(population) == SEARCHERS['evolution']['population_size'], population
