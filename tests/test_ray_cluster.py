@@ -17,13 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 import torch
 
 from uninet_mm.search.driver import STATE_NAME
-from uninet_mm.search.searchers.random_search import STATS_EVERY
 from uninet_mm.search.records import read_log
+from uninet_mm.search.searchers.random_search import STATS_EVERY
 
 from .test_dist_train import free_port
 from .test_search_proxy import tiny_cfg
@@ -93,7 +94,8 @@ def _write_cfg(tmp_path: Path, data_root: Path, epochs: int, searcher: str = 'pp
 
 
 def _assert_each_architecture_scored_once(work: Path, max_trials: int,
-                                          searcher: str = 'ppo') -> list:
+                                          searcher: str = 'ppo') -> Tuple[list, dict]:
+    """Returns the log and the saved search state."""
     log = read_log(str(work))
     indices = [r['trial'] for r in log]
     assert sorted(indices) == list(range(max_trials)), indices  # none lost, none twice
@@ -104,11 +106,12 @@ def _assert_each_architecture_scored_once(work: Path, max_trials: int,
     # One statistics record per window of results, over the kill: PPO's per update (two
     # architectures), evolution's and NSGA-II's per population, random search's every
     # STATS_EVERY results.
-    every = dict(ppo=2, random=STATS_EVERY, evolution=3, nsga2=3)[searcher]
+    every = (dict(ppo=2, random=STATS_EVERY).get(searcher)
+             or SEARCHERS[searcher]['population_size'])
     assert [u['num_archs'] for u in state['updates']] == [every] * (max_trials // every)
     if searcher != 'ppo':  # ... and the searcher itself was told every result once
         assert state['searcher']['state']['stats']['count'] == max_trials
-    return log
+    return log, state
 
 
 def _start(cmd: list, log: Path) -> subprocess.Popen:
@@ -169,7 +172,7 @@ def test_worker_node_killed_mid_trial_is_retried_and_search_finishes(ray_cluster
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, driver_log.read_text()[-5000:]
-    log = _assert_each_architecture_scored_once(work, max_trials)
+    log, _ = _assert_each_architecture_scored_once(work, max_trials)
     # The trial that lost its node was started again (same architecture, same folder) and
     # scored from the second run: Tune's FailureConfig, ray.max_failures = 2.
     restarted = [name for name, runs in _started_trials(work).items() if runs >= 2]
@@ -200,7 +203,7 @@ def test_driver_killed_mid_search_resumes_with_the_same_command(ray_cluster, tmp
     resumed = subprocess.run(cmd + ['--resume'], env=_env(), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
-    log = _assert_each_architecture_scored_once(work, max_trials, searcher)
+    log, state = _assert_each_architecture_scored_once(work, max_trials, searcher)
     # The architectures scored before the kill keep their index and their result (even those
     # Tune's own experiment checkpoint had not seen finish): none sampled or scored anew.
     final = {r['trial']: r for r in log}
@@ -214,6 +217,5 @@ def test_driver_killed_mid_search_resumes_with_the_same_command(ray_cluster, tmp
     assert all(r['status'] == 'ok' and r['searcher'] == searcher for r in log), log
     assert (work / 'top5.json').is_file() and (work / 'pareto.json').is_file()
     if searcher == 'evolution':  # six results in, the population is full
-        state = torch.load(work / STATE_NAME, map_location='cpu', weights_only=True)
         population = state['searcher']['state']['population']
         assert len(population) == SEARCHERS['evolution']['population_size'], population
