@@ -238,8 +238,9 @@ def test_cuda_settings_without_a_gpu(space):
 
 #: Runs in a fresh process (the heap setting is process-wide): one train-mode piece whose
 #: activations are a few hundred KiB each, inside ``device_settings`` as a build runs it:
-#: 4 warm-up steps (the heap grows to its high-water mark), then the minor page faults of
-#: each of 5 timed steps.
+#: 10 warm-up steps, then the minor page faults of each of 5 timed steps. With the heap kept
+#: most steps make 0-3 faults and a few make 100-200 (the heap still grows now and then);
+#: with glibc's defaults most make 700-1,700 (5 steps: 2,700-4,000 in all here).
 _FAULTS_SCRIPT = """
 import resource, torch
 from uninet_mm.search.latency import Piece, Timer, build_piece, device_settings, make_input, make_step
@@ -247,7 +248,7 @@ settings = dict(device='cpu', input_size=(160, 160), batch=1, dtype='fp32', mode
 piece = Piece('block', 'DWConv', 80, 80, (20, 20), expansion=6.0)
 with device_settings(settings):
     step = make_step(build_piece(piece), make_input(piece, 1, 'cpu'), settings)
-    for _ in range(4):
+    for _ in range(10):
         step()
     timer, faults = Timer(settings), []
     for _ in range(5):
@@ -262,12 +263,13 @@ print(faults)
 def test_timed_steps_reuse_the_heap_instead_of_page_faulting():
     """Pieces timed alone free everything after each step; with glibc's defaults the next step
     page-faulted its memory in again (hundreds of faults per step here, pieces up to 1.4x
-    slower than inside a network). Inside device_settings the heap is kept."""
+    slower than inside a network). Inside device_settings the heap is kept: over 5 steps,
+    fewer faults than one default step makes."""
     out = subprocess.run([sys.executable, '-c', _FAULTS_SCRIPT], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     faults = json.loads(out.stdout.strip().splitlines()[-1])
-    assert max(faults) < 20, faults
+    assert sum(faults) < 600, faults
 
 
 def test_whole_network_timing_and_statistics(table_path, space):

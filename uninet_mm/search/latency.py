@@ -549,7 +549,7 @@ def device_settings(settings: Mapping[str, Any]):
     """Apply the thread count (CPU) for the duration and keep the heap
     (:func:`~uninet_mm.utils.heap.keep_heap`: pieces timed alone free everything after each
     step, and with glibc's defaults page-faulted it in again: 469 minor faults per step for
-    one DWConv block at 20x20 in train mode here, none with the heap kept, and pieces alone
+    one DWConv block at 20x20 in train mode here, 0-3 in most steps with the heap kept, and pieces alone
     up to 1.4x slower than inside a network; networks are timed the same way); check that
     CUDA exists."""
     if settings['device'] == 'cuda' and not torch.cuda.is_available():
