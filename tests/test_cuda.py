@@ -74,3 +74,40 @@ def test_b3_detection_resolution_memory():
     # A materialised stage-4 LG-DSM attention map alone (2 x 5 heads x 4.2k x 16.7k fp16)
     # would take 1.3 GiB per copy; the whole step stays far below what that implies.
     assert peak_gib < 12
+
+
+def test_queued_timing_separates_gpu_time_from_launches():
+    """The latency table times a CUDA piece with the GPU queue filled first: a launch-bound
+    piece (many tiny kernels) then shows its GPU time well below its host time and below a
+    plain CUDA-event timing, and pipelining the pieces predicts a network of them."""
+    from uninet_mm.search.latency import Timer, pipelined_ms
+
+    settings = dict(device='cuda', threads=None)
+    small = torch.randn(64, device='cuda')
+    big = torch.randn(4096, 4096, device='cuda')
+
+    def launch_bound():
+        for _ in range(200):
+            small.add_(1e-6)
+
+    def gpu_bound():
+        for _ in range(20):
+            torch.mm(big, big)
+
+    def network():
+        for _ in range(2):
+            gpu_bound()
+            launch_bound()
+
+    queued, plain = Timer(settings, queued=True), Timer(settings)
+    for step in (launch_bound, gpu_bound, network):
+        step()
+    light = [(queued(launch_bound), queued.host_ms) for _ in range(5)]
+    heavy = [(queued(gpu_bound), queued.host_ms) for _ in range(5)]
+    light_gpu, light_host = (sorted(x)[2] for x in zip(*light))
+    heavy_gpu, heavy_host = (sorted(x)[2] for x in zip(*heavy))
+    plain_light = sorted(plain(launch_bound) for _ in range(5))[2]
+    whole = sorted(plain(network) for _ in range(5))[2]
+    assert light_gpu < 0.5 * light_host and light_gpu < 0.5 * plain_light
+    predicted = pipelined_ms([(heavy_gpu, heavy_host), (light_gpu, light_host)] * 2)
+    assert predicted == pytest.approx(whole, rel=0.15)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from mmengine.config import Config
 
 from uninet_mm.models.backbones.uninet import UniNet
@@ -15,7 +17,7 @@ from uninet_mm.search.config import SearchConfigError, check_search_config
 from uninet_mm.search.latency import (CL, InfeasibleArchError, LatencyError, LatencySettingsError,
                                       LatencyTable, MissingEntryError, Piece, Timer,
                                       check_settings, error_stats, fit_flops_scale, layout_of,
-                                      measure_networks, spearman)
+                                      measure_networks, pipelined_ms, spearman)
 from uninet_mm.search.driver import SearchDriver
 from uninet_mm.search.embedded import run_embedded
 from uninet_mm.search.records import read_log
@@ -93,6 +95,45 @@ def test_build_save_load_predict(table_path, space):
     again = LatencyTable(json.loads(Path(table_path).read_text()))
     arch = feasible_archs(table, space, 1)[0]
     assert again.predict(arch) == table.predict(arch)
+
+
+runs = st.lists(st.tuples(st.floats(0, 100), st.floats(0, 100)), max_size=30)
+
+
+@given(runs)
+def test_pipelined_latency_lies_between_the_bottleneck_and_the_serial_sum(pieces):
+    gpu, host = sum(p[0] for p in pieces), sum(p[1] for p in pieces)
+    total = pipelined_ms(pieces)
+    assert max(gpu, host) - 1e-9 <= total <= gpu + host + 1e-9
+    assert pipelined_ms([(g, 0.0) for g, _ in pieces]) == pytest.approx(gpu)
+
+
+def test_pipelined_latency_lets_gpu_work_hide_later_launches():
+    # the CPU issues a heavy piece in 1 ms and runs ahead while the GPU works for 10 ms; the
+    # next three launch-bound pieces (2 ms to issue, 0.5 ms of GPU work) are issued meanwhile
+    assert pipelined_ms([(10, 1)] + [(0.5, 2)] * 3) == pytest.approx(11.5)
+    # the other way round, nothing hides the launches: 6 ms of issuing, then 10 ms of GPU work
+    assert pipelined_ms([(0.5, 2)] * 3 + [(10, 1)]) == pytest.approx(16)
+
+
+def test_a_table_with_gpu_and_host_times_predicts_pieces_pipelined(table_path, space):
+    """CUDA tables keep each piece's GPU time (queued) and host time: a network is the pieces
+    in the order the backbone runs them, pipelined, not their sum."""
+    table = LatencyTable.load(table_path)
+    arch = feasible_archs(table, space, 1)[0]
+    plan = table.plan(arch)
+    assert sorted(plan.order) == sorted(k for k, n in plan.counts.items() for _ in range(n))
+    assert plan.order[0].startswith('fixed') and plan.order[1].startswith('dsm')
+    assert not table.pipelined
+    data = json.loads(Path(table_path).read_text())
+    for entry in data['entries'].values():
+        entry['host_ms'] = 3 * entry['ms']  # launch-bound: the host times decide
+    pipelined = LatencyTable(data)
+    assert pipelined.pipelined and 'pipelined' in pipelined.describe()
+    assert pipelined.predict(arch) == pytest.approx(3 * table.predict(arch))
+    for entry in data['entries'].values():
+        entry['host_ms'] = 0.0
+    assert LatencyTable(data).predict(arch) == pytest.approx(table.predict(arch))
 
 
 def test_every_arch_of_the_space_is_covered(table_path, space):
