@@ -535,7 +535,11 @@ class Timer:
     with earlier pieces' GPU work: on an H200, bf16, 800x1333, pieces summed that way
     over-predicted whole networks by 8-58 %). The CPU time spent issuing the piece is kept in
     :attr:`host_ms`; :func:`pipelined_ms` puts the two together. If the GPU reached the piece
-    before the CPU had issued it all, the spin is doubled and the piece timed again.
+    before the CPU had issued it all, the spin is doubled and the piece timed again. The spin
+    is a few large products, not many small ones: CUDA's launch queue holds about a thousand
+    kernels, and once it is full every launch waits for the GPU, which would put GPU time into
+    the host time (seen on an H200 with 2048x2048 products: host times of 0.8-2.7 ms a block,
+    and a copy's host time growing with its size).
     """
 
     def __init__(self, settings: Mapping[str, Any], queued: bool = False):
@@ -547,7 +551,7 @@ class Timer:
             self.end_event = torch.cuda.Event(enable_timing=True)
         if self.queued:
             self.spin_ms, self.spin_ms_max = 1.0, 64.0
-            self._spin_operand = torch.randn(2048, 2048, device='cuda', dtype=torch.bfloat16)
+            self._spin_operand = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
             self._spin_per_ms = self._calibrate_spin()
 
     def _spin(self, count: int) -> None:
@@ -556,13 +560,13 @@ class Timer:
 
     def _calibrate_spin(self) -> float:
         """Matrix products per millisecond of GPU time."""
-        self._spin(3)
+        self._spin(2)
         torch.cuda.synchronize()
         self.start_event.record()
-        self._spin(50)
+        self._spin(10)
         self.end_event.record()
         torch.cuda.synchronize()
-        return 50 / max(self.start_event.elapsed_time(self.end_event), 1e-3)
+        return 10 / max(self.start_event.elapsed_time(self.end_event), 1e-3)
 
     def __call__(self, step: Callable[[], None]) -> float:
         if hasattr(step, 'touch'):
@@ -579,9 +583,11 @@ class Timer:
                 self.end_event.record()
                 ran_dry = self.queued and self.start_event.query()
                 torch.cuda.synchronize()
+                if self.queued:  # keep the spin ahead of this piece's launches next time
+                    self.spin_ms = min(max(self.spin_ms, 2 * self.host_ms), self.spin_ms_max)
                 if not ran_dry or self.spin_ms >= self.spin_ms_max:
                     return float(self.start_event.elapsed_time(self.end_event))
-                self.spin_ms *= 2
+                self.spin_ms = min(2 * self.spin_ms, self.spin_ms_max)
         clock = time.thread_time_ns if self.kind == 'thread_cpu_time' else time.perf_counter_ns
         start = clock()
         step()
