@@ -131,6 +131,11 @@ def test_a_table_with_gpu_and_host_times_predicts_pieces_pipelined(table_path, s
     pipelined = LatencyTable(data)
     assert pipelined.pipelined and 'pipelined' in pipelined.describe()
     assert pipelined.predict(arch) == pytest.approx(3 * table.predict(arch))
+    bounds = pipelined.predict_bounds(arch)
+    assert bounds['gpu_sum'] == pytest.approx(table.predict(arch))
+    assert bounds['slower_sum'] == pytest.approx(bounds['pipelined'])  # host-bound throughout
+    with pytest.raises(LatencyError, match='host times'):
+        table.predict_bounds(arch)
     for entry in data['entries'].values():
         entry['host_ms'] = 0.0
     assert LatencyTable(data).predict(arch) == pytest.approx(table.predict(arch))
@@ -355,6 +360,18 @@ def test_tool_build_resume_and_validate(tmp_path):
     assert 'b2' in data['not_covered']  # other stage 0: not in this table
     row = data['rows'][0]
     assert row['flops_ms'] == pytest.approx(data['flops_k_ms_per_mac'] * row['flops'])
+    assert data['bounds_stats'] == {}
+    # a table with host times (as CUDA tables have) also reports the bounds of its pipelining
+    table = json.loads(out.read_text())
+    for entry in table['entries'].values():
+        entry['host_ms'] = entry['ms'] / 2
+    out.write_text(json.dumps(table))
+    valid = subprocess.run(tool + ['validate', str(config), '--table', str(out), '--num-archs',
+                                   '2', '--seed', '0', '--repeats', '1', '--out', str(result)],
+                           capture_output=True, text=True, cwd=REPO)
+    assert valid.returncode == 0, valid.stderr
+    assert 'GPU times summed' in valid.stdout and 'pipelined' in valid.stdout
+    assert set(json.loads(result.read_text())['bounds_stats']) == {'gpu_sum', 'slower_sum'}
 
 
 # ------------------------------------------------------------------------------- the reward

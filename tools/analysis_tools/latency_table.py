@@ -228,6 +228,16 @@ def validate(args: argparse.Namespace) -> int:
                         (f'k x FLOPs (k={k * 1e9:.2f} ms/GMAC)', flops_stats)):
         print(f'  {name:24} {100 * stats["within"]:12.1f}% {100 * stats["median_error"]:12.2f}% '
               f'{stats["spearman"]:9.3f}')
+    bounds_stats = {}
+    if table.pipelined:  # what the pipelining does, against its two bounds
+        bounds = [table.predict_bounds(r['arch']) for r in rows[:n]]
+        for key, name in (('gpu_sum', 'GPU times summed'),
+                          ('slower_sum', 'max(GPU, host) summed')):
+            bounds_stats[key] = error_stats([b[key] for b in bounds],
+                                            [r['measured_ms'] for r in rows[:n]])
+            stats = bounds_stats[key]
+            print(f'  {name:24} {100 * stats["within"]:12.1f}% '
+                  f'{100 * stats["median_error"]:12.2f}% {stats["spearman"]:9.3f}')
     ratio = table_stats['median_error'] / flops_stats['median_error']
     print(f'  median error of the table / of FLOPs: {ratio:.2f}')
     print(f'  repeatability (median of the first vs the second half of the rounds, same '
@@ -242,6 +252,7 @@ def validate(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(dict(
             table=args.table, identity=table.identity, config=args.config, seed=args.seed,
             num_archs=n, rows=rows, table_stats=table_stats, flops_stats=flops_stats,
+            bounds_stats=bounds_stats,
             flops_k_ms_per_mac=k, infeasible_skipped=infeasible, not_covered=not_covered,
             measure_seconds=seconds, load_average=load,
             environment=table.data['environment']), indent=1))

@@ -1002,6 +1002,18 @@ class LatencyTable:
             return pipelined_ms((entries[k]['ms'], entries[k]['host_ms']) for k in plan.order)
         return total
 
+    def predict_bounds(self, arch: Union[str, Mapping, ArchSpec]) -> Dict[str, float]:
+        """For a :attr:`pipelined` table, the two bounds its prediction lies between, for
+        diagnosis: ``gpu_sum`` (every launch hidden) and ``slower_sum`` (the slower of GPU and
+        host time per piece, nothing overlapping across pieces), beside ``pipelined``."""
+        if not self.pipelined:
+            raise LatencyError('predict_bounds needs a table with host times (a CUDA table)')
+        entries = self.data['entries']
+        order = self.plan(arch).order
+        return dict(pipelined=self.predict(arch),
+                    gpu_sum=sum(entries[k]['ms'] for k in order),
+                    slower_sum=sum(max(entries[k]['ms'], entries[k]['host_ms']) for k in order))
+
     @property
     def pipelined(self) -> bool:
         """Whether pieces carry GPU and host times (CUDA tables since queued timing): then a
