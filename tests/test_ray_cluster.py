@@ -122,13 +122,30 @@ def _start(cmd: list, log: Path) -> subprocess.Popen:
     return proc
 
 
+def _ray_log_problems(limit: int = 40) -> str:
+    """The last warning and error lines of the cluster's own logs (raylets, GCS, workers,
+    runtime-env agents), for a failure message: trials once stayed PENDING for 5 min with
+    their CPUs reserved, under heavy load, and the driver's log does not say why."""
+    logs = Path(os.environ.get('RAY_TMPDIR', '/tmp')) / 'ray' / 'session_latest' / 'logs'
+    lines = []
+    for path in sorted(logs.glob('*')) if logs.is_dir() else []:
+        if path.is_file():
+            lines += [f'{path.name}: {line}' for line in
+                      path.read_text(errors='replace').splitlines()
+                      if any(word in line for word in (' E ', ' W ', 'ERROR', 'WARNING', 'Failed'))]
+    return '\n'.join(lines[-limit:]) or f'(no warnings or errors in {logs})'
+
+
 def _wait(predicate, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
             raise AssertionError(f'the search ended (rc {proc.returncode}) before {what}:\n'
                                  f'{proc.log.read_text()[-3000:]}')
-        assert time.monotonic() < deadline, f'{what}: not within {timeout} s'
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{what}: not within {timeout} s; the driver:\n'
+                                 f'{proc.log.read_text()[-1500:]}\nthe cluster\'s logs:\n'
+                                 f'{_ray_log_problems()}')
         time.sleep(0.1)
 
 
