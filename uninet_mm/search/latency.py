@@ -43,6 +43,7 @@ position, so it only runs at the size the space builds its networks for) are inf
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import hashlib
@@ -52,7 +53,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -253,12 +254,15 @@ def _block_macs(gop: str, a: int, c: int, e: float, n: int) -> float:
 
 @dataclass
 class Plan:
-    """The pieces of one architecture, how often each runs and in which order (``order``:
-    one key per run of a piece, as the backbone runs them)."""
-    counts: Dict[str, int]
+    """The pieces of one architecture in the order the backbone runs them (``order``: one key
+    per run of a piece) and how often each runs (``counts``)."""
+    order: List[str]
     pieces: Dict[str, Piece]
     infeasible: Optional[str] = None
-    order: List[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Dict[str, int]:
+        return dict(collections.Counter(self.order))
 
 
 def _layout_key(kind: str, op: str, layout: str) -> str:
@@ -276,14 +280,12 @@ def plan_arch(arch: Union[str, Mapping, ArchSpec], input_size: Tuple[int, int],
     """
     spec = parse_arch(arch)
     height, width = (_ceil_div(s, 2) for s in input_size)
-    counts: Dict[str, int] = {}
     pieces: Dict[str, Piece] = {}
     order: List[str] = []
     infeasible = None
 
     def add(piece: Piece) -> None:
         pieces[piece.key] = piece
-        counts[piece.key] = counts.get(piece.key, 0) + 1
         order.append(piece.key)
 
     def after(kind: str, op: str, layout: str) -> str:
@@ -315,7 +317,7 @@ def plan_arch(arch: Union[str, Mapping, ArchSpec], input_size: Tuple[int, int],
         if index in out_indices and layout == CL and stage.channels > 1 and height * width > 1:
             add(Piece('copy', 'contiguous', stage.channels, stage.channels, (height, width), CL))
         in_channels = stage.channels
-    return Plan(counts=counts, pieces=pieces, infeasible=infeasible, order=order)
+    return Plan(order=order, pieces=pieces, infeasible=infeasible)
 
 
 def _stage0_text(stage: StageSpec) -> str:
