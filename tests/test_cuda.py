@@ -81,6 +81,8 @@ def test_queued_timing_separates_gpu_time_from_launches():
     piece (many tiny kernels) then shows its GPU time well below its host time and below a
     plain CUDA-event timing, and pipelining the pieces predicts a network of them better than
     summing plain timings (which count every piece's launching, hidden inside the network)."""
+    from statistics import median
+
     from uninet_mm.search.latency import Timer, pipelined_ms
 
     settings = dict(device='cuda', threads=None)
@@ -99,9 +101,6 @@ def test_queued_timing_separates_gpu_time_from_launches():
         for _ in range(2):
             gpu_bound()
             launch_bound()
-
-    def median(values):
-        return sorted(values)[len(values) // 2]
 
     queued, plain = Timer(settings, queued=True), Timer(settings)
     for step in (launch_bound, gpu_bound, network):

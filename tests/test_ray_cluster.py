@@ -127,12 +127,13 @@ def _ray_log_problems(limit: int = 40) -> str:
     runtime-env agents), for a failure message: trials once stayed PENDING for 5 min with
     their CPUs reserved, under heavy load, and the driver's log does not say why."""
     logs = Path(os.environ.get('RAY_TMPDIR', '/tmp')) / 'ray' / 'session_latest' / 'logs'
+    marks = (' E ', ' W ', 'ERROR', 'WARNING', 'Failed')
     lines = []
     for path in sorted(logs.glob('*')) if logs.is_dir() else []:
         if path.is_file():
             lines += [f'{path.name}: {line}' for line in
                       path.read_text(errors='replace').splitlines()
-                      if any(word in line for word in (' E ', ' W ', 'ERROR', 'WARNING', 'Failed'))]
+                      if any(mark in line for mark in marks)]
     return '\n'.join(lines[-limit:]) or f'(no warnings or errors in {logs})'
 
 

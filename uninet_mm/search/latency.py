@@ -576,8 +576,9 @@ class Timer:
         if self.kind == 'cuda_events':
             while True:
                 torch.cuda.synchronize()
+                spin_ms = self.spin_ms if self.queued else 0.0
                 if self.queued:
-                    self._spin(math.ceil(self.spin_ms * self._spin_per_ms))
+                    self._spin(math.ceil(spin_ms * self._spin_per_ms))
                 self.start_event.record()
                 start = time.perf_counter_ns()
                 step()
@@ -585,11 +586,13 @@ class Timer:
                 self.end_event.record()
                 ran_dry = self.queued and self.start_event.query()
                 torch.cuda.synchronize()
-                if self.queued:  # keep the spin ahead of this piece's launches next time
-                    self.spin_ms = min(max(self.spin_ms, 2 * self.host_ms), self.spin_ms_max)
-                if not ran_dry or self.spin_ms >= self.spin_ms_max:
+                if not self.queued:
                     return float(self.start_event.elapsed_time(self.end_event))
-                self.spin_ms = min(2 * self.spin_ms, self.spin_ms_max)
+                # keep the spin ahead of this piece's launches; twice as long if it ran dry
+                grown = max(spin_ms, 2 * self.host_ms, 2 * spin_ms if ran_dry else 0.0)
+                self.spin_ms = min(grown, self.spin_ms_max)
+                if not ran_dry or spin_ms >= self.spin_ms_max:
+                    return float(self.start_event.elapsed_time(self.end_event))
         clock = time.thread_time_ns if self.kind == 'thread_cpu_time' else time.perf_counter_ns
         start = clock()
         step()
