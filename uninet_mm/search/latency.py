@@ -540,7 +540,7 @@ class Timer:
     before the CPU had issued it all, the spin is doubled and the piece timed again. The spin
     is a few large products, not many small ones: CUDA's launch queue holds about a thousand
     kernels, and once it is full every launch waits for the GPU, which would put GPU time into
-    the host time (seen on an H200 with 2048x2048 products: host times of 0.8-2.7 ms a block,
+    the host time (seen on an H200 with 2048x2048 products: host times of 0.66-2.75 ms a block,
     and a copy's host time growing with its size).
     """
 
