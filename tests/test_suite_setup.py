@@ -16,3 +16,21 @@ def test_service_tests_share_one_xdist_worker(request, local_ray):
     assert request.node.nodeid.endswith('@services'), (
         f'{request.node.nodeid}: the xdist group was dropped, so service tests may run on '
         f'several workers at once (pytest {pytest.__version__}; see requirements/tests.txt)')
+
+
+@pytest.mark.parametrize('module', ['torch.nn.modules.conv', 'mmengine.runner.runner',
+                                    'mmdet.models.detectors.mask_rcnn'])
+def test_installed_packages_carry_their_bytecode(module):
+    """tools/setup_env.sh compiles every installed module once. uv installs without bytecode,
+    and where PYTHONDONTWRITEBYTECODE is set Python never writes it, so every tool, test
+    subprocess and Ray worker would compile torch, mmengine and mmdet from source again (about
+    twice the start-up time)."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    source = Path(importlib.import_module(module).__file__)
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    assert cached.is_file(), (f'{source} has no bytecode ({cached}): run tools/setup_env.sh, '
+                              f'or python -m compileall on the environment\'s site-packages')
+    assert cached.stat().st_mtime >= source.stat().st_mtime, f'{cached} is older than {source}'
