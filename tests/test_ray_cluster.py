@@ -237,3 +237,6 @@ def test_driver_killed_mid_search_resumes_with_the_same_command(ray_cluster, tmp
     if searcher == 'evolution':  # six results in, the population is full
         population = state['searcher']['state']['population']
         assert len(population) == SEARCHERS['evolution']['population_size'], population
+    if searcher == 'nsga2':  # optuna's study was told each result once, over the restore
+        trials = state['searcher']['state']['trials']
+        assert [t['state'] for t in trials] == ['COMPLETE'] * max_trials, trials
