@@ -1,7 +1,8 @@
 """tools/train.py killed, not stopped: SIGKILL at a random iteration, then ``--resume``.
 
 - A run killed at a random point after its first checkpoint and resumed with ``--resume`` ends
-  with the weights (and per-iteration losses) of an uninterrupted run with the same seed.
+  with the weights (and per-iteration losses and learning rates) of an uninterrupted run with
+  the same seed, from a checkpoint that loads with ``weights_only=True``.
 - A truncated checkpoint is never resumed from: ``last_checkpoint`` naming a truncated file
   makes ``--resume`` fall back to the newest complete one; ``--resume PATH`` on a damaged file
   stops before training with an error naming the file.
@@ -25,9 +26,11 @@ import torch
 
 from uninet_mm.utils.checkpoint_integrity import (DamagedCheckpointError, check_checkpoint_file,
                                                   find_resume_checkpoint)
-from uninet_mm.utils.resume_safe_load import register_resume_safe_globals
+from uninet_mm.utils.resume_safe_load import (RESUME_SAFE_GLOBAL_NAMES,
+                                               register_resume_safe_globals)
 
-from .test_resume import _losses, _train, _write_config, ade_root  # noqa: F401  (fixture)
+from .test_resume import _losses, _train, _write_config, unsafe_globals
+from .test_resume import ade_root  # noqa: F401  (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL, INTERVAL = 24, 4
@@ -103,12 +106,18 @@ def test_sigkill_at_a_random_iteration_then_resume_matches_uninterrupted(tmp_pat
     start = int(match.group(1))  # the last checkpoint complete before the kill
     assert start % INTERVAL == 0 and INTERVAL <= start < TOTAL, (start, note)
     assert f'resumed epoch: 0, iter: {start}' in output, (note, output[-3000:])
+    unsafe = unsafe_globals(work / f'iter_{start}.pth')
+    assert unsafe <= RESUME_SAFE_GLOBAL_NAMES, unsafe - RESUME_SAFE_GLOBAL_NAMES
     _assert_same_weights(work / f'iter_{TOTAL}.pth', full / f'iter_{TOTAL}.pth')
     full_losses, part_losses = _losses(full), _losses(work)
     assert sorted(part_losses) == list(range(1, TOTAL + 1)), note
     for it in range(1, TOTAL + 1):
         assert part_losses[it][0] == pytest.approx(full_losses[it][0], rel=1e-6, abs=1e-7), \
             (it, note)
+        assert part_losses[it][1] == pytest.approx(full_losses[it][1], rel=1e-9), (it, note)
+    # The losses change after the resume point, so the comparison is not vacuous.
+    assert max(abs(full_losses[it][0] - full_losses[it + 1][0])
+               for it in range(start, TOTAL)) > 1e-3
 
 
 def _half(path: Path) -> None:
