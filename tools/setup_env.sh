@@ -147,8 +147,9 @@ pip_install --no-build-isolation --no-deps -e "$ROOT"
 # Bytecode for every installed module, written once here. uv does not write it (pip does), and
 # where PYTHONDONTWRITEBYTECODE is set, as in many containers, Python never caches it either:
 # every process would compile torch, mmengine and mmdet from source again (import mmdet.models
-# 18 s instead of 7 s on a 2-core EPYC). Files already compiled are skipped.
+# 18 s instead of 7 s on a 2-core EPYC). Files already compiled are skipped, and so are the
+# packages' own test folders (a sixth of the files), which nothing imports.
 log "compiling bytecode"
-"$PY" -m compileall -q -j 0 "$ROOT/uninet_mm" \
+"$PY" -m compileall -q -j 0 -x '/tests?/' "$ROOT/uninet_mm" \
     "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 "$PY" -c "import uninet_mm, mmdet, mmseg, mmpretrain, mmcv.ops; print('[setup_env] ready:', 'torch', __import__('torch').__version__, 'mmcv', mmcv.__version__ if (mmcv := __import__('mmcv')) else '', 'mmdet', mmdet.__version__, 'mmseg', mmseg.__version__, 'mmpretrain', mmpretrain.__version__)" >&2
