@@ -11,7 +11,6 @@ from uninet_mm.search.config import check_search_config
 from uninet_mm.search.records import read_log
 from uninet_mm.search.proxy import count_model, prepare_proxy, run_proxy_trial
 from uninet_mm.search.report import pareto_front, top_records, write_outputs
-from uninet_mm.search.runner import run_search
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = REPO / 'configs' / 'search' / 'uninet_search_synthetic.py'
@@ -182,20 +181,6 @@ def test_pareto_front_and_top_records():
     dup = dict(history[3], trial=9, reward=0.95)  # the same architecture again, better
     top = top_records(history + [dup], 3)
     assert [r['trial'] for r in top] == [9, 0, 1]
-
-
-@pytest.mark.slow
-def test_ray_tune_backend_runs_another_searcher(tmp_path, data_root, local_ray):
-    """Evolution on Ray: the same driver, log and outputs; children after the population.
-    (PPO on Ray, end to end: tests/test_search_tune.py.)"""
-    cfg = tiny_cfg(data_root)
-    cfg.searcher = dict(type='evolution', population_size=2, sample_size=1)
-    out = run_search(cfg, str(tmp_path), max_trials=4, backend='ray', searcher='evolution')
-    log = read_log(str(tmp_path))
-    assert sorted(r['trial'] for r in log) == [0, 1, 2, 3]
-    assert all(r['status'] == 'ok' and r['searcher'] == 'evolution' for r in log)
-    assert out['driver'].searcher == 'evolution' and len(out['driver'].strategy.population) == 2
-    assert (tmp_path / 'pareto.json').is_file() and (tmp_path / 'top5.json').is_file()
 
 
 @pytest.mark.slow
