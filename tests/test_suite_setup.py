@@ -1,5 +1,9 @@
-"""The suite's own set-up: what pytest.ini and tests/conftest.py promise about how it runs."""
+"""The suite's own set-up: what pytest.ini, tests/conftest.py and tools/setup_env.sh promise about
+how it runs."""
+import importlib
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +29,6 @@ def test_installed_packages_carry_their_bytecode(module):
     and where PYTHONDONTWRITEBYTECODE is set Python never writes it, so every tool, test
     subprocess and Ray worker would compile torch, mmengine and mmdet from source again (about
     twice the start-up time)."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
     source = Path(importlib.import_module(module).__file__)
     cached = Path(importlib.util.cache_from_source(str(source)))
     assert cached.is_file(), (f'{source} has no bytecode ({cached}): run tools/setup_env.sh, '
