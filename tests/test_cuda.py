@@ -118,3 +118,14 @@ def test_queued_timing_separates_gpu_time_from_launches():
     print(f'whole {whole:.3f} ms, pipelined {predicted:.3f} ms, summed {summed:.3f} ms')
     assert predicted == pytest.approx(whole, rel=0.15)
     assert abs(predicted - whole) < abs(summed - whole)
+
+
+def test_separable_roi_align_calls_mmcvs_kernel_on_cuda():
+    """On a GPU SeparableRoIAlign is mmcv's kernel: the same features as the CPU path."""
+    pytest.importorskip('mmcv.ops')
+    from uninet_mm.ops import SeparableRoIAlign
+    layer = SeparableRoIAlign(7, spatial_scale=0.25, sampling_ratio=0)
+    x = torch.randn(2, 8, 40, 52)
+    rois = torch.tensor([[0, 3.0, 5.0, 90.0, 70.0], [1, 50.0, 20.0, 200.0, 150.0]])
+    torch.testing.assert_close(layer(x.cuda(), rois.cuda()).cpu(), layer(x, rois),
+                               rtol=1e-5, atol=1e-5)

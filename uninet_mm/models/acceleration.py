@@ -14,6 +14,9 @@
                                    GELU, SE gating, residual sums); defined in
                                    :mod:`uninet_mm.models.activation_checkpointing`
 :func:`accelerate`                 the three above plus ``torch.compile`` from one call
+:func:`use_separable_roi_align`    mmcv's ``RoIAlign`` layers (a detector's RoI heads) ->
+                                   :class:`uninet_mm.ops.SeparableRoIAlign`: the same
+                                   results, 2-3x faster forward+backward on the CPU
 =================================  ========================================================
 
 The config switch for the train/test tools is
@@ -28,13 +31,14 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from ..ops.roi_align import SeparableRoIAlign
 from .activation_checkpointing import selective_checkpoint_context
 from .backbones.uninet import UniNetStage
 from .layers.fusion import FusibleModule, fold_batch_norm
 
 __all__ = ['FusibleModule', 'fold_batch_norm', 'fuse_for_inference', 'uninet_backbones',
            'fuse_backbones', 'restore_backbones', 'to_channels_last',
-           'selective_checkpoint_context', 'accelerate']
+           'selective_checkpoint_context', 'accelerate', 'use_separable_roi_align']
 
 
 # ---------------------------------------------------------------------------- BN folding
@@ -117,6 +121,24 @@ def to_channels_last(model: nn.Module) -> nn.Module:
             module.register_forward_hook(_keep_grad_channels_last)
             module._grad_layout_hook = True  # converting again adds no second hook
     return model
+
+
+# ---------------------------------------------------------------------------- RoI heads
+def use_separable_roi_align(model: nn.Module) -> int:
+    """Replace, in place, every average-mode mmcv ``RoIAlign`` in ``model`` (the RoI
+    extractors of Mask R-CNN and its kin) by :class:`SeparableRoIAlign` with the same
+    settings, and return how many were replaced. Nothing changes on a GPU (it calls mmcv's
+    kernel there); on the CPU the results are mmcv's up to float rounding and, measured on
+    the quickstart's RoIs (2-core AMD EPYC, 1 thread), forward+backward takes 0.45x the time
+    (docs/speed.md). Layers that are already separable or in max mode are left alone."""
+    from mmcv.ops import RoIAlign
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, RoIAlign) and child.pool_mode == 'avg':
+                setattr(parent, name, SeparableRoIAlign.from_mmcv(child))
+                replaced += 1
+    return replaced
 
 
 # ---------------------------------------------------------------------------- one call
