@@ -21,7 +21,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 import uninet_mm  # noqa: F401  (registers the UniNet backbone)
-from uninet_mm.models.acceleration import fuse_backbones
+from uninet_mm.models.acceleration import fuse_backbones, use_separable_roi_align
 
 SEG_MODEL_TYPES = ('EncoderDecoder', 'CascadeEncoderDecoder', 'SegTTAModel')
 
@@ -38,8 +38,8 @@ def task_of(cfg: Config) -> str:
 
 
 def fold(model, fuse: bool) -> None:
-    """Fold the BatchNorms of ``model``'s UniNet backbone (loaded, eval mode) when ``fuse``;
-    log what ran."""
+    """Fold the BatchNorms of ``model``'s UniNet backbone (loaded, eval mode) and put
+    :class:`SeparableRoIAlign` into its RoI heads when ``fuse``; log what ran."""
     logger = MMLogger.get_current_instance()
     if not fuse:
         logger.info('running the plain model (--no-fuse)')
@@ -47,6 +47,8 @@ def fold(model, fuse: bool) -> None:
     folded = fuse_backbones(model, channels_last=True)
     logger.info('running the UniNet backbone with its BatchNorms folded into the convolutions, '
                 'channels_last' if folded else 'no UniNet backbone: running the model as it is')
+    if use_separable_roi_align(model):
+        logger.info('RoIAlign layers -> SeparableRoIAlign (the same features; the CPU path)')
 
 
 def draw_detection(cfg: Config, checkpoint: str, image: str, out_file: str, device: str,

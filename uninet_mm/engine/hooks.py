@@ -9,7 +9,7 @@ from mmengine.registry import HOOKS
 from torch import nn
 
 from ..models.acceleration import (fuse_backbones, restore_backbones, to_channels_last,
-                                   uninet_backbones)
+                                   uninet_backbones, use_separable_roi_align)
 
 __all__ = ['NonFiniteLossHook', 'UniNetAccelerationHook']
 
@@ -19,7 +19,7 @@ class UniNetAccelerationHook(Hook):
     """The speed options as a config switch::
 
         custom_hooks = [dict(type='UniNetAccelerationHook', channels_last=True,
-                             fuse_for_test=True)]
+                             fuse_for_test=True, separable_roi_align=True)]
 
     ``channels_last``: :func:`to_channels_last` on every UniNet ``backbone`` before training,
     validation or testing, after the weights are initialised or loaded (a random
@@ -33,6 +33,10 @@ class UniNetAccelerationHook(Hook):
     after the test, so a runner that trains
     after testing, and its checkpoints, keep the trainable model; validation during training
     runs the trainable model. Backbones without foldable layers are left alone.
+    ``separable_roi_align``: before training, validation or testing,
+    :func:`use_separable_roi_align` puts :class:`uninet_mm.ops.SeparableRoIAlign` in place of
+    mmcv's average-mode ``RoIAlign`` layers (the same results; on the CPU 2-3x faster, on a
+    GPU mmcv's kernel as before); models without RoI heads are left alone.
 
     ``tools/test.py`` adds ``UniNetAccelerationHook(channels_last=True, fuse_for_test=True)``
     unless the config has this hook or ``--no-fuse`` is given. For training memory use
@@ -42,28 +46,34 @@ class UniNetAccelerationHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, channels_last: bool = True, fuse_for_test: bool = True):
+    def __init__(self, channels_last: bool = True, fuse_for_test: bool = True,
+                 separable_roi_align: bool = True):
         self.channels_last = channels_last
         self.fuse_for_test = fuse_for_test
+        self.separable_roi_align = separable_roi_align
         self._originals: Dict[str, nn.Module] = {}
 
     @staticmethod
     def _model(runner) -> nn.Module:
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
-    def _to_channels_last(self, runner) -> None:
+    def _convert(self, runner) -> None:
+        model = self._model(runner)
         if self.channels_last:
-            for backbone in uninet_backbones(self._model(runner)).values():
+            for backbone in uninet_backbones(model).values():
                 to_channels_last(backbone)
+        if self.separable_roi_align and use_separable_roi_align(model):
+            runner.logger.info('UniNetAccelerationHook: RoIAlign layers -> SeparableRoIAlign '
+                               '(the CPU path; mmcv\'s kernel on a GPU)')
 
     def before_train(self, runner) -> None:
-        self._to_channels_last(runner)
+        self._convert(runner)
 
     def before_val(self, runner) -> None:
-        self._to_channels_last(runner)
+        self._convert(runner)
 
     def before_test(self, runner) -> None:
-        self._to_channels_last(runner)
+        self._convert(runner)
         if not self.fuse_for_test:
             return
         model = self._model(runner)

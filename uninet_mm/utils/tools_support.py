@@ -85,11 +85,12 @@ def set_fuse_for_test(cfg: Config, fuse: bool = True) -> str:
     ``fuse=False``).
 
     Without a ``UniNetAccelerationHook`` in ``custom_hooks``, ``fuse`` adds
-    ``UniNetAccelerationHook(channels_last=True, fuse_for_test=True)`` (the form measured
-    faster; channels_last of the backbone only, whose outputs stay NCHW); a config's own hook
-    is kept, with ``fuse_for_test`` set to ``fuse``. The hook folds only in ``before_test``,
-    after the checkpoint is loaded, only backbones with foldable layers, and puts the
-    trainable backbone back after the test.
+    ``UniNetAccelerationHook(channels_last=True, fuse_for_test=True)`` (the forms measured
+    faster; channels_last of the backbone only, whose outputs stay NCHW, and on the CPU the
+    RoI heads' separable RoIAlign); a config's own hook is kept, with ``fuse_for_test`` set
+    to ``fuse``, and with every option off when ``fuse`` is false (the plain model). The hook
+    folds only in ``before_test``, after the checkpoint is loaded, only backbones with
+    foldable layers, and puts the trainable backbone back after the test.
     """
     from ..engine.hooks import UniNetAccelerationHook
     names = ('UniNetAccelerationHook', 'uninet_mm.UniNetAccelerationHook',
@@ -98,12 +99,15 @@ def set_fuse_for_test(cfg: Config, fuse: bool = True) -> str:
     own = [h for h in hooks if h.get('type') in names]
     for hook in own:
         hook['fuse_for_test'] = fuse
+        if not fuse:
+            hook.update(channels_last=False, separable_roi_align=False)
     if not own and fuse:
         hooks.append(dict(type='UniNetAccelerationHook', channels_last=True,
                           fuse_for_test=True))
     cfg.custom_hooks = hooks
     if not fuse:
-        return 'testing the plain model (--no-fuse): BatchNorms are not folded'
+        return ('testing the plain model (--no-fuse): BatchNorms are not folded, no '
+                'channels_last, mmcv\'s RoIAlign')
     where = "the config's UniNetAccelerationHook" if own else 'UniNetAccelerationHook'
     return (f'{where} folds the UniNet backbone\'s BatchNorms into its convolutions for the '
             'test, channels_last (--no-fuse: the plain model)')
