@@ -3,15 +3,18 @@ by side: same config, seed and generated data, the variants interleaved round by
 (A, B, A, B, ...), each run in a fresh process.
 
     python tools/analysis_tools/benchmark_training.py --tasks det seg \
-        --variants plain channels_last --iters 30 --warmup 5 --rounds 3 --threads 1
+        --variants plain shipped --iters 30 --warmup 5 --rounds 3 --threads 1
+    # as README command 1 trains (2 threads, one data worker): compare the wall times
+    python tools/analysis_tools/benchmark_training.py --tasks det --variants plain shipped \
+        --iters 40 --warmup 10 --rounds 3 --threads 2 --workers 1
 
-A run trains ``--iters`` iterations (data loading in the main process, forward, backward,
-optimizer step; no validation). Per run the tool sums the CPU time (``time.process_time``)
-and the wall time of the iterations after ``--warmup``; it prints each variant's median over
-the rounds, the plain / variant ratio of every round and its median, and how far the variant's
-losses are from the plain model's (the same seed gives the same data and initial weights, so
-they differ only by rounding, which training amplifies over the iterations). With
-``--threads 1`` the CPU time is about the time on an idle core, whatever else shares the
+A run trains ``--iters`` iterations (data loading in the main process, or in ``--workers``
+worker processes, forward, backward, optimizer step; no validation). Per run the tool sums
+the CPU time (``time.process_time``) and the wall time of the iterations after ``--warmup``;
+it prints each variant's median over the rounds, the plain / variant ratio of every round
+and its median, and how far the variant's losses are from the plain model's (the same seed
+gives the same data and initial weights, so they differ only by rounding, which training
+amplifies over the iterations). With ``--threads 1`` the CPU time is about the time on an idle core, whatever else shares the
 machine. Variants: :data:`uninet_mm.benchmark.training.TRAINING_VARIANTS`.
 """
 import argparse
@@ -29,9 +32,10 @@ CONFIGS = dict(det=REPO / 'configs/quickstart/mask_rcnn_uninet_tiny_synthetic.py
                seg=REPO / 'configs/quickstart/upernet_uninet_tiny_synthetic_ade.py')
 
 
-def data_options(task: str, data_root: Path, num_train: int) -> Dict:
+def data_options(task: str, data_root: Path, num_train: int, workers: int = 0) -> Dict:
     """Generate the task's synthetic training data under ``data_root`` (if missing) and
-    return the config options that point the training loader at them."""
+    return the config options that point the training loader at them (loading in the main
+    process, or in ``workers`` persistent worker processes)."""
     from uninet_mm.datasets import make_ade20k_semantic, make_coco_instances
     if task == 'det':
         root = data_root / 'synthetic_coco'
@@ -42,8 +46,8 @@ def data_options(task: str, data_root: Path, num_train: int) -> Dict:
         make_ade20k_semantic(root, num_train=num_train, num_val=2)
         dataset_root = str(root / 'ADEChallengeData2016')
     return {'train_dataloader.dataset.data_root': dataset_root,
-            'train_dataloader.num_workers': 0,
-            'train_dataloader.persistent_workers': False}
+            'train_dataloader.num_workers': workers,
+            'train_dataloader.persistent_workers': workers > 0}
 
 
 def summarize(runs: Dict[str, List[Dict]], warmup: int) -> Dict:
@@ -75,11 +79,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', choices=sorted(CONFIGS), default=['det', 'seg'])
     parser.add_argument('--variants', nargs='+', choices=TRAINING_VARIANTS,
-                        default=['plain', 'channels_last'])
+                        default=['plain', 'shipped'])
     parser.add_argument('--iters', type=int, default=30, help='iterations per run')
     parser.add_argument('--warmup', type=int, default=5, help='untimed first iterations')
     parser.add_argument('--rounds', type=int, default=3, help='runs of each variant')
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--workers', type=int, default=0,
+                        help='data loading processes (0: in the training process, whose CPU '
+                        'time then includes it; with workers compare the wall times)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='training batch size (default: the config\'s)')
     parser.add_argument('--num-train', type=int, default=64, help='generated train images')
@@ -93,7 +100,7 @@ def main() -> None:
           f'load average at start {env["load_average"]}')
     results = {}
     for task in args.tasks:
-        options = data_options(task, Path(args.data_root), args.num_train)
+        options = data_options(task, Path(args.data_root), args.num_train, args.workers)
         if args.batch_size:
             options['train_dataloader.batch_size'] = args.batch_size
         runs: Dict[str, List[Dict]] = {v: [] for v in args.variants}

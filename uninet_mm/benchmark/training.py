@@ -6,9 +6,11 @@ speed variant per fresh interpreter, for side-by-side runs of the same config, s
 process's CPU time, the wall time and the logged losses. :func:`spawn_training` runs it from
 ``tools/analysis_tools/benchmark_training.py``, which interleaves the variants round by round.
 
-Variants (:data:`TRAINING_VARIANTS`): ``plain`` (the config as it is, without any
-``UniNetAccelerationHook``), ``channels_last`` (the hook with ``channels_last=True``) and
-``compile`` (mmengine's ``compile=True``; its first iterations include the compilation).
+Variants (:data:`TRAINING_VARIANTS`): ``plain`` (the config without any
+``UniNetAccelerationHook``), ``shipped`` (the config as it is, its own hook included),
+``channels_last`` and ``separable_roi_align`` (the hook with only that option on), and
+``compile`` (plain with mmengine's ``compile=True``; its first iterations include the
+compilation).
 """
 import json
 import os
@@ -21,7 +23,7 @@ from typing import Any, Dict, List, Mapping
 import torch
 from mmengine.hooks import Hook
 
-TRAINING_VARIANTS = ('plain', 'channels_last', 'compile')
+TRAINING_VARIANTS = ('plain', 'shipped', 'channels_last', 'separable_roi_align', 'compile')
 RESULT_PREFIX = 'RESULT '
 
 
@@ -49,11 +51,14 @@ def apply_variant(cfg, variant: str) -> None:
     """Turn the config ``cfg`` into ``variant`` (see :data:`TRAINING_VARIANTS`) in place."""
     if variant not in TRAINING_VARIANTS:
         raise ValueError(f'unknown variant {variant!r}; choose from {TRAINING_VARIANTS}')
+    if variant == 'shipped':
+        return
     hooks = [h for h in cfg.get('custom_hooks', None) or []
              if h.get('type') != 'UniNetAccelerationHook']
-    if variant == 'channels_last':
-        hooks.append(dict(type='UniNetAccelerationHook', channels_last=True,
-                          fuse_for_test=False))
+    if variant in ('channels_last', 'separable_roi_align'):
+        hooks.append(dict(type='UniNetAccelerationHook', fuse_for_test=False,
+                          channels_last=variant == 'channels_last',
+                          separable_roi_align=variant == 'separable_roi_align'))
     cfg.custom_hooks = hooks
     cfg.compile = variant == 'compile'
 
@@ -61,9 +66,15 @@ def apply_variant(cfg, variant: str) -> None:
 def run_training(spec: Mapping[str, Any]) -> Dict:
     """Train ``spec['iters']`` iterations of ``spec['config']`` (with ``spec['cfg_options']``
     merged in) as ``spec['variant']`` on ``spec['threads']`` threads; no validation, no
-    checkpoint. Returns the per-iteration records of :class:`IterationTimer`."""
+    checkpoint. Returns the per-iteration records of :class:`IterationTimer` and what the
+    variant converted: ``converted['channels_last']`` (the UniNet backbones' 4D weights are
+    all channels_last) and ``converted['separable_roi_align']`` (how many RoIAlign layers are
+    :class:`uninet_mm.ops.SeparableRoIAlign`)."""
     from mmengine.config import Config
     from mmengine.runner import Runner
+
+    from ..models.acceleration import uninet_backbones
+    from ..ops import SeparableRoIAlign
 
     torch.set_num_threads(spec['threads'])
     cfg = Config.fromfile(spec['config'])
@@ -85,7 +96,14 @@ def run_training(spec: Mapping[str, Any]) -> Dict:
         timer = IterationTimer()
         runner.register_hook(timer)
         runner.train()
-    return dict(variant=spec['variant'], records=timer.records)
+    model = runner.model
+    weights = [p for backbone in uninet_backbones(model).values()
+               for p in backbone.parameters() if p.ndim == 4]
+    converted = dict(
+        channels_last=bool(weights) and all(
+            p.is_contiguous(memory_format=torch.channels_last) for p in weights),
+        separable_roi_align=sum(isinstance(m, SeparableRoIAlign) for m in model.modules()))
+    return dict(variant=spec['variant'], records=timer.records, converted=converted)
 
 
 def spawn_training(spec: Mapping[str, Any]) -> Dict:
