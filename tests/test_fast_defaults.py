@@ -6,10 +6,11 @@ model's results:
   ``--no-fuse``, and the trainable backbone is back after the test;
 * the demo's folding (:func:`uninet_mm.models.acceleration.fuse_backbones` after the
   checkpoint is loaded): same segmentation logits;
-* ``UniNetAccelerationHook(channels_last=True)``, the documented training switch (not on by
-  default: it measured below the 1.3x bar on the quickstart, see docs/speed.md): the same
-  training losses as the plain model, iteration by iteration (it converts only the backbone:
-  mmcv's CPU RoIAlign misreads channels_last maps).
+* the Mask R-CNN quickstart config's own ``UniNetAccelerationHook`` (channels_last backbone,
+  separable RoIAlign), on by default for training: the same training losses as the plain
+  model, iteration by iteration (it converts only the backbone: mmcv's CPU RoIAlign misreads
+  channels_last maps). The separable RoIAlign itself is checked against mmcv's in
+  tests/test_roi_align.py.
 
 Run in-process on a tiny generated data set (the tools' subprocess smoke tests are in
 tests/test_tool_smoke.py)."""
@@ -132,7 +133,9 @@ def test_set_fuse_for_test_keeps_the_configs_own_hook():
     own = dict(type='UniNetAccelerationHook', channels_last=True, fuse_for_test=True)
     cfg = Config(dict(custom_hooks=[dict(type='EMAHook'), own]))
     set_fuse_for_test(cfg, fuse=False)
-    assert cfg.custom_hooks == [dict(type='EMAHook'), dict(own, fuse_for_test=False)]
+    assert cfg.custom_hooks == [dict(type='EMAHook'),
+                                dict(own, fuse_for_test=False, channels_last=False,
+                                     separable_roi_align=False)]
     cfg = Config(dict())
     set_fuse_for_test(cfg, fuse=False)
     assert cfg.custom_hooks == []
@@ -150,10 +153,11 @@ def test_demo_folding_gives_the_plain_models_logits(seg_setup):
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
 
 
-def test_channels_last_hook_trains_like_the_plain_model(tmp_path):
-    """Three iterations of the quickstart Mask R-CNN, plain and with the hook: the same losses
-    up to rounding (converting the neck too changes loss_cls by 2% in the first iteration:
-    mmcv's CPU RoIAlign misreads channels_last maps)."""
+def test_shipped_hook_trains_like_the_plain_model(tmp_path):
+    """Three iterations of the quickstart Mask R-CNN, plain and as shipped (its hook: the
+    backbone in channels_last, SeparableRoIAlign in the RoI heads): the same losses up to
+    rounding (converting the neck too changes loss_cls by 2% in the first iteration: mmcv's
+    CPU RoIAlign misreads channels_last maps)."""
     from uninet_mm.benchmark.training import run_training
     from uninet_mm.datasets import make_coco_instances
     make_coco_instances(tmp_path / 'coco', num_train=4, num_val=1, image_size=SIZE)
@@ -166,9 +170,26 @@ def test_channels_last_hook_trains_like_the_plain_model(tmp_path):
                'train_dataloader.persistent_workers': False}
     config = str(QUICKSTART / 'mask_rcnn_uninet_tiny_synthetic.py')
     runs = {variant: run_training(dict(config=config, cfg_options=options, variant=variant,
-                                       iters=3, threads=1))['records']
-            for variant in ('plain', 'channels_last')}
-    assert len(runs['plain']) == len(runs['channels_last']) == 3
-    for plain, fast in zip(runs['plain'], runs['channels_last']):
+                                       iters=3, threads=1))
+            for variant in ('plain', 'shipped')}
+    assert runs['plain']['converted'] == dict(channels_last=False, separable_roi_align=0)
+    assert runs['shipped']['converted'] == dict(channels_last=True, separable_roi_align=8)
+    runs = {variant: run['records'] for variant, run in runs.items()}
+    assert len(runs['plain']) == len(runs['shipped']) == 3
+    for plain, fast in zip(runs['plain'], runs['shipped']):
         for key in ('loss_rpn_cls', 'loss_cls', 'loss_mask', 'loss'):
             assert fast[key] == pytest.approx(plain[key], rel=2e-3), (key, plain, fast)
+
+
+def test_quickstart_ships_its_speed_forms_and_plain_drops_them():
+    """README command 1 trains with the config's hook; ``tools/quickstart.py --plain`` (the
+    side-by-side baseline of docs/speed.md) without it. The UperNet quickstart trains the
+    plain model (channels_last measured no faster at its 2 threads)."""
+    from .test_tools import load_tool
+    build_config = load_tool('quickstart.py')['build_config']
+    hooks = [h for h in build_config('det').custom_hooks
+             if h['type'] == 'UniNetAccelerationHook']
+    assert hooks == [dict(type='UniNetAccelerationHook', channels_last=True,
+                          separable_roi_align=True, fuse_for_test=True)]
+    assert build_config('det', plain=True).custom_hooks == []
+    assert not build_config('seg').get('custom_hooks')

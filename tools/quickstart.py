@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.logging import MMLogger, print_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--num-vis', type=int, default=4, help='val images to draw')
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='det: lowest score drawn')
+    parser.add_argument('--plain', action='store_true',
+                        help='train and evaluate the plain model: without the config\'s '
+                        'UniNetAccelerationHook (the speed forms it turns on, docs/speed.md)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch\'s choice, one per core); use 1 '
                         'when other jobs share the cores')
@@ -83,8 +87,10 @@ def _rescale_schedule(cfg: Config, iters: int) -> None:
 
 def build_config(task: str, config: Optional[str] = None, data_root: Optional[str] = None,
                  work_dir: Optional[str] = None, iters: Optional[int] = None,
-                 seed: int = 0, batch_size: Optional[int] = None) -> Config:
-    """The quickstart config of ``task`` with data root, work dir and length filled in."""
+                 seed: int = 0, batch_size: Optional[int] = None,
+                 plain: bool = False) -> Config:
+    """The quickstart config of ``task`` with data root, work dir and length filled in;
+    ``plain`` drops its ``UniNetAccelerationHook``."""
     spec = TASKS[task]
     cfg = Config.fromfile(str(config or spec['config']))
     cfg.work_dir = str(work_dir or spec['work_dir'])
@@ -104,7 +110,24 @@ def build_config(task: str, config: Optional[str] = None, data_root: Optional[st
     if batch_size is not None:
         cfg.train_dataloader.batch_size = batch_size
     cfg.randomness = dict(seed=seed)
+    if plain:
+        cfg.custom_hooks = [hook for hook in cfg.get('custom_hooks', None) or []
+                            if hook.get('type') != 'UniNetAccelerationHook']
     return cfg
+
+
+class PhaseTimer(Hook):
+    """Wall time from the start of training to the first validation."""
+
+    def __init__(self) -> None:
+        self.train_start = self.train_end = None
+
+    def before_train(self, runner) -> None:
+        self.train_start = time.perf_counter()
+
+    def before_val(self, runner) -> None:
+        if self.train_end is None:
+            self.train_end = time.perf_counter()
 
 
 def make_data(task: str, data_root: str, num_train: Optional[int] = None,
@@ -178,7 +201,7 @@ def run_quickstart(task: str = 'det', config: Optional[str] = None,
                    iters: Optional[int] = None, num_train: Optional[int] = None,
                    num_val: Optional[int] = None, seed: int = 0, num_vis: int = 4,
                    score_thr: float = 0.5, batch_size: Optional[int] = None,
-                   data_seed: Optional[int] = None) -> dict:
+                   data_seed: Optional[int] = None, plain: bool = False) -> dict:
     """Generate data, train, evaluate and draw; returns metrics, paths and timings."""
     from mmengine.runner import Runner
 
@@ -191,12 +214,15 @@ def run_quickstart(task: str = 'det', config: Optional[str] = None,
     data = make_data(task, data_root, num_train, num_val, data_seed)
     timings['data'] = time.perf_counter() - start
 
-    cfg = build_config(task, config, data_root, work_dir, iters, seed, batch_size)
+    cfg = build_config(task, config, data_root, work_dir, iters, seed, batch_size, plain)
     runner = Runner.from_cfg(copy.deepcopy(cfg))
+    phases = PhaseTimer()
+    runner.register_hook(phases)
     tick = time.perf_counter()
     # The iteration-based loop evaluates on the val split after the last iteration.
     runner.train()
     timings['train_and_eval'] = time.perf_counter() - tick
+    timings['train'] = (phases.train_end or time.perf_counter()) - phases.train_start
     metrics = last_val_metrics(runner)
 
     tick = time.perf_counter()
@@ -227,13 +253,15 @@ def main() -> None:
     MMLogger.get_instance('uninet_quickstart', log_level='INFO')
     result = run_quickstart(args.task, args.config, args.data_root, args.work_dir, args.iters,
                             args.num_train, args.num_val, args.seed, args.num_vis,
-                            args.score_thr, args.batch_size, args.data_seed)
+                            args.score_thr, args.batch_size, args.data_seed, args.plain)
     metrics = result['metrics']
     shown = [k for k in TASKS[args.task]['metrics'] if k in metrics]
     print()
     timings = result['timings']
     print(f'UniNet quickstart ({args.task}) finished in {timings["total"] / 60:.1f} min '
-          f'(training and evaluation {timings["train_and_eval"] / 60:.1f} min)')
+          f'(training {timings["train"] / 60:.1f} min, evaluation '
+          f'{(timings["train_and_eval"] - timings["train"]) / 60:.1f} min'
+          + (', plain model)' if args.plain else ')'))
     for key in shown:
         print(f'  {key:<18} {metrics[key]:.3f}' if args.task == 'det'
               else f'  {key:<18} {metrics[key]:.2f}')
