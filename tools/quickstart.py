@@ -111,8 +111,8 @@ def build_config(task: str, config: Optional[str] = None, data_root: Optional[st
         cfg.train_dataloader.batch_size = batch_size
     cfg.randomness = dict(seed=seed)
     if plain:
-        cfg.custom_hooks = [hook for hook in cfg.get('custom_hooks', None) or []
-                            if hook.get('type') != 'UniNetAccelerationHook']
+        from uninet_mm.utils.tools_support import without_acceleration_hooks
+        cfg.custom_hooks = without_acceleration_hooks(cfg)
     return cfg
 
 

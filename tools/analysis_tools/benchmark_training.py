@@ -14,8 +14,9 @@ the CPU time (``time.process_time``) and the wall time of the iterations after `
 it prints each variant's median over the rounds, the plain / variant ratio of every round
 and its median, and how far the variant's losses are from the plain model's (the same seed
 gives the same data and initial weights, so they differ only by rounding, which training
-amplifies over the iterations). With ``--threads 1`` the CPU time is about the time on an idle core, whatever else shares the
-machine. Variants: :data:`uninet_mm.benchmark.training.TRAINING_VARIANTS`.
+amplifies over the iterations). With ``--threads 1`` the CPU time is about the time on an
+idle core, whatever else shares the machine. Variants:
+:data:`uninet_mm.benchmark.training.TRAINING_VARIANTS`.
 """
 import argparse
 import json

@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Mapping
 import torch
 from mmengine.hooks import Hook
 
+from ..utils.tools_support import without_acceleration_hooks
+
 TRAINING_VARIANTS = ('plain', 'shipped', 'channels_last', 'separable_roi_align', 'compile')
 RESULT_PREFIX = 'RESULT '
 
@@ -53,8 +55,7 @@ def apply_variant(cfg, variant: str) -> None:
         raise ValueError(f'unknown variant {variant!r}; choose from {TRAINING_VARIANTS}')
     if variant == 'shipped':
         return
-    hooks = [h for h in cfg.get('custom_hooks', None) or []
-             if h.get('type') != 'UniNetAccelerationHook']
+    hooks = without_acceleration_hooks(cfg)
     if variant in ('channels_last', 'separable_roi_align'):
         hooks.append(dict(type='UniNetAccelerationHook', fuse_for_test=False,
                           channels_last=variant == 'channels_last',

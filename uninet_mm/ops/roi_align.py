@@ -3,7 +3,8 @@
 mmcv's CPU ``roi_align`` (average mode, what mmdet's RoI extractors use) loops over RoIs,
 bins and sampling points on one thread, and its backward scatters every sample's gradient
 on its own: in the CPU quickstart (Mask R-CNN, about 500 RoIs on a 64-channel 80x96 map) it
-took a quarter of a training step's CPU time (docs/speed.md). The same function is separable: a RoI's output is
+took a quarter of a training step's CPU time (docs/speed.md). The same function is separable:
+a RoI's output is
 
     out[c, ph, pw] = sum_{h, w} Wy[ph, h] * x[c, h, w] * Wx[pw, w]
 

@@ -79,6 +79,19 @@ def _open_none_parents(cfg: Config, cfg_options: dict) -> None:
             node = node[part]
 
 
+def is_acceleration_hook(hook: Mapping) -> bool:
+    """Whether the ``custom_hooks`` entry ``hook`` is a ``UniNetAccelerationHook`` (by name,
+    scoped name or class)."""
+    from ..engine.hooks import UniNetAccelerationHook
+    return hook.get('type') in ('UniNetAccelerationHook', 'uninet_mm.UniNetAccelerationHook',
+                                UniNetAccelerationHook)
+
+
+def without_acceleration_hooks(cfg: Config) -> list:
+    """``cfg``'s ``custom_hooks`` without its ``UniNetAccelerationHook`` (the plain model)."""
+    return [h for h in cfg.get('custom_hooks', None) or [] if not is_acceleration_hook(h)]
+
+
 def set_fuse_for_test(cfg: Config, fuse: bool = True) -> str:
     """Make ``runner.test()`` of ``cfg`` run the BN-folded UniNet backbone (``fuse``) or the
     plain one, and return a line saying which (``tools/test.py``; ``--no-fuse`` is
@@ -92,11 +105,8 @@ def set_fuse_for_test(cfg: Config, fuse: bool = True) -> str:
     folds only in ``before_test``, after the checkpoint is loaded, only backbones with
     foldable layers, and puts the trainable backbone back after the test.
     """
-    from ..engine.hooks import UniNetAccelerationHook
-    names = ('UniNetAccelerationHook', 'uninet_mm.UniNetAccelerationHook',
-             UniNetAccelerationHook)
     hooks = list(cfg.get('custom_hooks', None) or [])
-    own = [h for h in hooks if h.get('type') in names]
+    own = [h for h in hooks if is_acceleration_hook(h)]
     for hook in own:
         hook['fuse_for_test'] = fuse
         if not fuse:
