@@ -122,7 +122,6 @@ def test_queued_timing_separates_gpu_time_from_launches():
 
 def test_separable_roi_align_calls_mmcvs_kernel_on_cuda():
     """On a GPU SeparableRoIAlign is mmcv's kernel: the same features as the CPU path."""
-    pytest.importorskip('mmcv.ops')
     from uninet_mm.ops import SeparableRoIAlign
     layer = SeparableRoIAlign(7, spatial_scale=0.25, sampling_ratio=0)
     x = torch.randn(2, 8, 40, 52)
