@@ -95,3 +95,50 @@ def test_dist_train_two_cpu_processes_end_with_identical_weights(tmp_path, coco_
     register_resume_safe_globals()
     state = torch.load(ckpt, weights_only=True)
     assert state['meta']['dataset_meta']['classes'] == tuple(coco_root['classes'])
+
+
+def test_close_distributed_lets_gloo_finish_collectives_before_shutdown():
+    """tools/train.py ends with close_distributed(): afterwards no gloo worker thread may still
+    hold a collective's Python tensors, whose release needs the GIL (at interpreter shutdown
+    that aborted about one 2-process training in three).
+
+    The hazard is made likely here: the main thread never hands the GIL over on its own (huge
+    switch interval), the collective's handle is dropped so that the worker thread holds the
+    last reference, and the process group is kept alive past its destruction (as DDP's reducer
+    keeps it). Without the drain some of the ten rounds leave the tensors held.
+    """
+    import time
+    import weakref
+
+    import torch.distributed as dist
+
+    from uninet_mm.utils.tools_support import close_distributed
+
+    assert not dist.is_initialized()
+    switch_interval = sys.getswitchinterval()
+    held_after_close = []
+    try:
+        for _ in range(10):
+            dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}',
+                                    rank=0, world_size=1)
+            group = dist.group.WORLD  # noqa: F841 (kept alive past destruction, as DDP does)
+            sys.setswitchinterval(1000.0)
+            sent, received = torch.ones(4), [torch.zeros(4)]
+            tensors = [weakref.ref(sent), weakref.ref(received[0])]
+            dist.all_gather(received, sent, async_op=True)
+            result = received[0]
+            del sent, received
+            deadline = time.perf_counter() + 10
+            while result.sum().item() != 4:  # spins in Python: no GIL hand-over
+                assert time.perf_counter() < deadline, 'the all_gather did not run'
+            del result
+            close_distributed()
+            sys.setswitchinterval(switch_interval)
+            held_after_close.append(sum(ref() is not None for ref in tensors))
+            del group
+    finally:
+        sys.setswitchinterval(switch_interval)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert not dist.is_initialized()
+    assert held_after_close == [0] * 10, held_after_close

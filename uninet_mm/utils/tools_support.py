@@ -6,6 +6,8 @@ import logging
 import os
 import os.path as osp
 import re
+import time
+import weakref
 from datetime import timedelta
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -285,16 +287,49 @@ def log_parameter_hash(runner) -> None:
             runner.logger.warning('the ranks finished training with different parameters')
 
 
-def close_distributed() -> None:
+def close_distributed(timeout_s: float = 60.0) -> None:
     """Destroy the default process group of a distributed run that finished its work.
 
     mmengine's Runner leaves it open; a gloo group still alive when the interpreter exits can
     abort the process ("terminate called without an active exception", pytorch#190489) after
-    the work is done, so the launcher (srun, torchrun) reports the job as failed. Called only
-    after success: destroying while another rank is still in a collective would hang.
+    the work is done, so the launcher (srun, torchrun) reports the job as failed. Destroying it
+    is not enough on its own: see :func:`drain_gloo_workers`. Called only after success:
+    destroying while another rank is still in a collective would hang.
     """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_backend() == 'gloo':
+        drain_gloo_workers(timeout_s)
+    torch.distributed.destroy_process_group()
+
+
+def drain_gloo_workers(timeout_s: float = 60.0) -> bool:
+    """Return once gloo's worker threads have let go of every finished collective.
+
+    A gloo worker thread destroys a collective's work item after the collective completed;
+    when the work holds tensors made in Python, that needs the GIL. If the main thread has
+    reached interpreter shutdown by then, the worker thread is ended inside C++ and the whole
+    process aborts (seen in about one of three 2-process CPU trainings, right after the last
+    all_gather_object). This runs one more all_reduce on a tensor of its own and waits, with
+    the GIL released, until the backend has dropped that tensor: the worker threads have then
+    had the GIL free to finish the work items queued before it. Returns False (and logs a
+    warning) if that did not happen within ``timeout_s``.
+    """
+    token = torch.zeros(1)
+    torch.distributed.all_reduce(token)
+    # While a work item holds the tensor, torch keeps its Python object alive: the weak
+    # reference dies exactly when the last C++ holder lets go.
+    token_alive = weakref.ref(token)
+    del token
+    deadline = time.monotonic() + timeout_s
+    while token_alive() is not None:
+        if time.monotonic() > deadline:
+            MMLogger.get_current_instance().warning(
+                f'gloo still held a finished collective after {timeout_s:.0f} s; the process '
+                'may abort at exit')
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def enable_visualization(cfg: Config, show_dir: str) -> None:
