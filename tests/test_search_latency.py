@@ -374,6 +374,50 @@ def test_tool_build_resume_and_validate(tmp_path):
     assert set(json.loads(result.read_text())['bounds_stats']) == {'gpu_sum', 'slower_sum'}
 
 
+def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, table_path,
+                                                                 monkeypatch, capsys):
+    """At detection sizes on a CPU a validation takes hours: with --out it keeps its progress,
+    and --resume continues it with the same plan (and refuses another one)."""
+    import runpy
+    tool = runpy.run_path(str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py'))
+    config = tmp_path / 'tiny_search.py'
+    config.write_text(f"_base_ = ['{SYNTHETIC}']\nsearch_space = {TINY_SPACE!r}\n")
+    out = tmp_path / 'validation.json'
+    command = ['validate', str(config), '--table', table_path, '--num-archs', '3',
+               '--repeats', '2', '--warmup', '0', '--out', str(out)]
+    timed, stop_at = [], [4]
+    original = Timer.__call__
+
+    def counting(self, step):
+        if len(timed) == stop_at[0]:
+            raise KeyboardInterrupt
+        timed.append(step)
+        return original(self, step)
+    monkeypatch.setattr(Timer, '__call__', counting)
+    assert tool['main'](command) == 130
+    stopped = json.loads(out.read_text())
+    assert stopped['complete'] is False
+    assert sum(map(len, stopped['progress']['samples'])) == 4
+    assert tool['main'](command) == 2 and '--resume' in capsys.readouterr().err
+    assert tool['main'](command + ['--seed', '1', '--resume']) == 2
+    assert 'seed' in capsys.readouterr().err
+    assert tool['main'](command[:-2] + ['--resume']) == 2
+    assert '--resume needs --out' in capsys.readouterr().err
+
+    stop_at[0] = None
+    assert tool['main'](command + ['--resume']) == 0
+    done = json.loads(out.read_text())
+    networks = len(done['plan']['archs'])  # 3 sampled + the published ones the table covers
+    assert networks >= 4 and len(timed) == 2 * networks  # the first 4 runs were not repeated
+    assert done['complete'] and len(done['rows']) == networks
+    assert [len(r['samples_ms']) for r in done['rows']] == [2] * networks
+    assert done['rows'][0]['samples_ms'][0] == stopped['progress']['samples'][0][0]
+    # a finished validation is reported again from its samples, without timing anything
+    assert tool['main'](command + ['--resume']) == 0
+    assert len(timed) == 2 * networks
+    assert json.loads(out.read_text())['rows'] == done['rows']
+
+
 # ------------------------------------------------------------------------------- the reward
 def latency_cfg(table_path, **reward):
     cfg = Config.fromfile(str(SYNTHETIC))

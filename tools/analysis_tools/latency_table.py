@@ -4,9 +4,9 @@
     python tools/analysis_tools/latency_table.py build CONFIG --device cpu --input-size 800x1333 \\
         --batch 1 [--dtype fp32] [--mode forward] [--threads N] --out FILE [--resume]
     # predicted vs measured for N sampled architectures (and UniNet-B0..B3 where covered),
-    # against the FLOPs baseline latency = k x FLOPs
+    # against the FLOPs baseline latency = k x FLOPs (with --out: Ctrl-C and --resume later)
     python tools/analysis_tools/latency_table.py validate CONFIG --table FILE --num-archs 30 \\
-        --seed 0 [--out RESULT.json]
+        --seed 0 [--out RESULT.json [--resume]]
     # the top architectures of finished searches, measured whole with the table's settings
     python tools/analysis_tools/latency_table.py compare --table FILE --runs DIR1 DIR2 ...
 
@@ -138,7 +138,24 @@ def count_flops(arch: Any, settings: Dict[str, Any], mlp_size) -> float:
                                device=device))['flops'])
 
 
+def normalized(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples become lists), to compare with a saved file."""
+    return json.loads(json.dumps(value))
+
+
+def write_json(path: Path, data: Dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a kill while writing keeps the old file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
 def validate(args: argparse.Namespace) -> int:
+    if args.resume and not args.out:
+        print('--resume needs --out, the file the stopped validation was saved to',
+              file=sys.stderr)
+        return 2
     space = load_space(args.config, args.cfg_options)
     table = LatencyTable.load(args.table)
     if args.statistic is not None:
@@ -181,20 +198,72 @@ def validate(args: argparse.Namespace) -> int:
         except LatencyError as exc:
             not_covered[name] = str(exc)
     archs = sampled + published
+    plan = normalized(dict(table=table.identity, space=repr(space), seed=args.seed,
+                           num_archs=len(sampled), repeats=args.repeats, warmup=args.warmup,
+                           statistic=table.statistic, archs=archs))
+    state = dict(samples=[[] for _ in archs], flops=[None] * len(archs), measure_seconds=0.0)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        previous = json.loads(out.read_text())
+        if not args.resume:
+            if previous.get('complete') is False:
+                print(f'{out} holds a stopped validation; pass --resume to continue it or choose '
+                      f'another --out', file=sys.stderr)
+                return 2
+        else:
+            changed = sorted(k for k in plan if previous.get('plan', {}).get(k) != plan[k])
+            if changed:
+                print(f'{out} was started with other settings ({", ".join(changed)} differ); '
+                      f'continue it with the same table, config, --seed, --num-archs, --repeats '
+                      f'and --warmup, or choose another --out', file=sys.stderr)
+                return 2
+            state = previous['progress']
+            print(f'continuing {out}: {sum(map(len, state["samples"]))} of '
+                  f'{len(archs) * args.repeats} timed runs done')
+    elif args.resume:
+        print(f'--resume: {out} does not exist', file=sys.stderr)
+        return 2
+    last_save = [0.0]
+
+    def save_progress(force: bool = False) -> None:
+        if out is None or (not force and time.monotonic() - last_save[0] < 2.0):
+            return
+        last_save[0] = time.monotonic()
+        write_json(out, dict(complete=False, plan=plan, progress=state))
+
     start = time.perf_counter()
+    seconds_before = state['measure_seconds']
     load_before = os.getloadavg()
     print(f'measuring {len(archs)} whole networks ({args.warmup} warm-up, {args.repeats} '
           f'interleaved rounds)...', flush=True)
-    measured = measure_networks(archs, settings, mlp_input_size=space.input_size,
-                                warmup=args.warmup, repeats=args.repeats,
-                                progress=Progress('timed'), statistic=table.statistic)
-    seconds = time.perf_counter() - start
+    try:
+        measured = measure_networks(archs, settings, mlp_input_size=space.input_size,
+                                    warmup=args.warmup, repeats=args.repeats,
+                                    progress=Progress('timed'), statistic=table.statistic,
+                                    samples=state['samples'],
+                                    on_sample=lambda _: save_progress())
+        state['measure_seconds'] = seconds_before + time.perf_counter() - start
+        threads = torch.get_num_threads()
+        if settings['threads']:
+            torch.set_num_threads(settings['threads'])
+        for i, arch in enumerate(archs):  # minutes per network at detection sizes on a CPU
+            if state['flops'][i] is None:
+                state['flops'][i] = count_flops(arch, settings, space.input_size)
+                save_progress()
+        torch.set_num_threads(threads)
+    except KeyboardInterrupt:
+        state['measure_seconds'] = seconds_before + time.perf_counter() - start
+        if out is None:
+            print('stopped (pass --out to be able to continue a stopped validation)',
+                  file=sys.stderr)
+        else:
+            save_progress(force=True)
+            print(f'stopped: progress kept in {out}; continue with the same command and '
+                  f'--resume', file=sys.stderr)
+        return 130
+    seconds = state['measure_seconds']
+    flops = state['flops']
     load = [round(v, 2) for v in load_before + os.getloadavg()]
-    threads = torch.get_num_threads()
-    if settings['threads']:
-        torch.set_num_threads(settings['threads'])
-    flops = [count_flops(a, settings, space.input_size) for a in archs]
-    torch.set_num_threads(threads)
     rows = []
     for arch, result, f in zip(archs, measured, flops):
         samples = result['samples']
@@ -248,14 +317,14 @@ def validate(args: argparse.Namespace) -> int:
           f'before {load[:3]}, after {load[3:]}; table built at {table.data["environment"].get("load_average")} '
           f'.. {table.data.get("load_average_end")}')
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(dict(
+        write_json(Path(args.out), dict(
+            complete=True, plan=plan, progress=state,
             table=args.table, identity=table.identity, config=args.config, seed=args.seed,
             num_archs=n, rows=rows, table_stats=table_stats, flops_stats=flops_stats,
             bounds_stats=bounds_stats,
             flops_k_ms_per_mac=k, infeasible_skipped=infeasible, not_covered=not_covered,
             measure_seconds=seconds, load_average=load,
-            environment=table.data['environment']), indent=1))
+            environment=table.data['environment']))
         print(f'  written to {args.out}')
     return 0
 
@@ -362,7 +431,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='summarise the table\'s stored samples and the networks\' by this '
                    'instead of the table\'s own statistic (nothing is measured again)')
     v.add_argument('--warmup', type=int, default=1)
-    v.add_argument('--out', default=None, help='write all numbers to this JSON file')
+    v.add_argument('--out', default=None,
+                   help='write all numbers to this JSON file (progress is kept there while '
+                        'measuring)')
+    v.add_argument('--resume', action='store_true',
+                   help='continue the stopped validation in --out without timing anything twice')
     v.add_argument('--cfg-options', nargs='+', action=DictAction)
     c = sub.add_parser('compare', help='measure the top architectures of search runs whole')
     c.add_argument('--table', required=True, help='the settings to measure with')

@@ -1075,35 +1075,50 @@ def _piece_from_dict(data: Mapping[str, Any]) -> Piece:
 def measure_networks(archs: Sequence[Union[str, Mapping]], settings: Mapping[str, Any],
                      mlp_input_size: Optional[Sequence[int]] = None, warmup: int = 1,
                      repeats: int = 5, progress: Optional[Callable[[int, int], None]] = None,
-                     statistic: str = 'median') -> List[Dict[str, Any]]:
+                     statistic: str = 'median',
+                     samples: Optional[List[List[float]]] = None,
+                     on_sample: Optional[Callable[[List[List[float]]], None]] = None
+                     ) -> List[Dict[str, Any]]:
     """Time whole ``UniNet(arch=...)`` backbones with a table's settings, interleaved round by
-    round; returns ``dict(ms=statistic of the samples, samples)`` per arch. Networks are built
-    one at a time per round only if they do not all fit; here all are kept (backbones are
-    small)."""
+    round; returns ``dict(ms=statistic of the samples, samples)`` per arch.
+
+    ``samples`` continues a stopped measurement: one list of milliseconds per arch, taken
+    before (it is extended in place); networks that already have ``repeats`` samples are not
+    built again. ``on_sample(samples)`` is called after every new sample (to save progress).
+    All networks of a round are kept in memory (backbones are small)."""
     from ..models.backbones.uninet import UniNet
 
     settings = dict(settings)
     size = tuple(settings['input_size'])
+    samples = [[] for _ in archs] if samples is None else samples
+    if len(samples) != len(archs):
+        raise ValueError(f'{len(samples)} sample lists for {len(archs)} networks')
     with device_settings(settings):
-        steps = []
-        for arch in archs:
+        steps: Dict[int, Callable[[], Any]] = {}
+        for i, arch in enumerate(archs):
+            if len(samples[i]) >= repeats:
+                continue
             torch.manual_seed(0)
             model = UniNet(arch=arch, input_size=tuple(mlp_input_size or size))
             x = torch.randn(settings['batch'], 3, *size, device=settings['device'])
             step = make_step(model, x, settings, input_grad=False)
             for _ in range(warmup):
                 step()
-            steps.append(step)
+            steps[i] = step
         timer = Timer(settings)
-        samples: List[List[float]] = [[] for _ in archs]
-        total, done = repeats * len(archs), 0
-        for _ in range(repeats):
-            for i, step in enumerate(steps):
+        total = repeats * len(archs)
+        done = sum(min(len(s), repeats) for s in samples)
+        for round_index in range(repeats):
+            for i, step in steps.items():
+                if len(samples[i]) > round_index:
+                    continue
                 samples[i].append(timer(step))
                 done += 1
+                if on_sample is not None:
+                    on_sample(samples)
                 if progress is not None:
                     progress(done, total)
-    return [dict(ms=summarize(s, statistic), samples=s) for s in samples]
+    return [dict(ms=summarize(s[:repeats], statistic), samples=s[:repeats]) for s in samples]
 
 
 # ---------------------------------------------------------------------------------------------
