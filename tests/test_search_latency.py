@@ -353,7 +353,8 @@ def test_tool_build_resume_and_validate(tmp_path):
                                    '4', '--seed', '0', '--repeats', '2', '--out', str(result)],
                            capture_output=True, text=True, cwd=REPO)
     assert valid.returncode == 0, valid.stderr
-    for words in ('within +-10%', 'k x FLOPs', 'Spearman', 'repeatability', 'B0'):
+    for words in ('within +-10%', 'k x FLOPs', 'Spearman', 'repeatability', 'B0',
+                  'estimated time'):
         assert words in valid.stdout
     data = json.loads(result.read_text())
     assert data['num_archs'] == 4 and len(data['rows']) == 6  # 4 sampled + B0, B1 (same arch)

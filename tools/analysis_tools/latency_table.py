@@ -236,6 +236,12 @@ def validate(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()
     print(f'measuring {len(archs)} whole networks ({args.warmup} warm-up, {args.repeats} '
           f'interleaved rounds)...', flush=True)
+    # Each unfinished network runs its warm-up and missing rounds, and once more to count FLOPs.
+    runs_left = [(args.warmup + args.repeats - len(done) if len(done) < args.repeats else 0)
+                 + (flops is None) for done, flops in zip(state['samples'], state['flops'])]
+    estimate = sum(n * table.predict(a) for n, a in zip(runs_left, archs)) / 1e3
+    print(f'  estimated time: {fmt_seconds(estimate)} ({sum(runs_left)} runs of the networks, '
+          f'as the table predicts them; a rough guide)', flush=True)
     try:
         measured = measure_networks(archs, settings, mlp_input_size=space.input_size,
                                     warmup=args.warmup, repeats=args.repeats,
