@@ -27,7 +27,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from uninet_mm.search.latency import (STATISTICS, LatencyError, LatencyTable, error_stats,
-                                      fit_flops_scale, measure_networks)
+                                      fit_flops_scale, measure_networks, write_json_atomic)
 from uninet_mm.search.space import SearchSpace
 from uninet_mm.utils.tools_support import parse_size
 
@@ -143,14 +143,6 @@ def normalized(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def write_json(path: Path, data: Dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` whole or not at all (a kill while writing keeps the old file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def validate(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         print('--resume needs --out, the file the stopped validation was saved to',
@@ -229,7 +221,7 @@ def validate(args: argparse.Namespace) -> int:
         if out is None or (not force and time.monotonic() - last_save[0] < 2.0):
             return
         last_save[0] = time.monotonic()
-        write_json(out, dict(complete=False, plan=plan, progress=state))
+        write_json_atomic(out, dict(complete=False, plan=plan, progress=state))
 
     start = time.perf_counter()
     seconds_before = state['measure_seconds']
@@ -323,7 +315,7 @@ def validate(args: argparse.Namespace) -> int:
           f'before {load[:3]}, after {load[3:]}; table built at {table.data["environment"].get("load_average")} '
           f'.. {table.data.get("load_average_end")}')
     if args.out:
-        write_json(Path(args.out), dict(
+        write_json_atomic(Path(args.out), dict(
             complete=True, plan=plan, progress=state,
             table=args.table, identity=table.identity, config=args.config, seed=args.seed,
             num_archs=n, rows=rows, table_stats=table_stats, flops_stats=flops_stats,

@@ -907,11 +907,7 @@ class LatencyTable:
     # ------------------------------------------------------------------ files
     def save(self, path: str) -> None:
         """Write the table as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + '.tmp')
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, path)
+        write_json_atomic(path, self.data)
         self.path = str(path)
 
     @classmethod
@@ -1072,6 +1068,16 @@ def _piece_from_dict(data: Mapping[str, Any]) -> Piece:
 # ---------------------------------------------------------------------------------------------
 # Whole networks (validation)
 # ---------------------------------------------------------------------------------------------
+def write_json_atomic(path: Union[str, Path], data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` whole or not at all (a kill while writing keeps the
+    old file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + '.tmp')
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
 def measure_networks(archs: Sequence[Union[str, Mapping]], settings: Mapping[str, Any],
                      mlp_input_size: Optional[Sequence[int]] = None, warmup: int = 1,
                      repeats: int = 5, progress: Optional[Callable[[int, int], None]] = None,
