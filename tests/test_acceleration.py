@@ -343,3 +343,49 @@ def test_acceleration_hook_converts_and_fuses_for_test():
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     hook.after_test(runner)  # the trainable backbone is back
     assert detector.backbone is plain_backbone
+
+
+def test_acceleration_hook_under_ddp_costs_only_the_first_iteration(caplog):
+    """The Runner wraps the model in DDP before any hook runs, so DDP's gradient buckets are
+    laid out for NCHW weights when the hook converts the backbone. The hook says so, and
+    DDP lays the buckets out again after the first iteration: from the second on, the 4D
+    gradients (views into the buckets here) are channels_last, nothing is copied."""
+    import logging
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from mmengine.registry import HOOKS
+    from torch.nn.parallel import DistributedDataParallel
+
+    from uninet_mm.utils.tools_support import close_distributed
+
+    from .test_dist_train import free_port
+
+    assert not dist.is_initialized()
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0,
+                            world_size=1)
+    try:
+        class Detector(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.backbone = UniNet(tiny_arch())
+
+            def forward(self, x):
+                return sum(out.sum() for out in self.backbone(x))
+
+        detector = Detector()
+        detector_ddp = DistributedDataParallel(detector, gradient_as_bucket_view=True)
+        runner = SimpleNamespace(model=detector_ddp, logger=logging.getLogger('test.ddp'))
+        with caplog.at_level(logging.INFO, logger='test.ddp'):
+            HOOKS.build(dict(type='UniNetAccelerationHook')).before_train(runner)
+        assert 'Grad strides do not match bucket view strides' in caplog.text
+        weights = [p for p in detector.backbone.parameters() if p.ndim == 4 and p.shape[1] > 1]
+        layouts = []
+        for _ in range(2):
+            x = torch.randn(1, 3, 40, 52)
+            detector_ddp(x).backward()
+            layouts.append(all(w.grad.is_contiguous(memory_format=torch.channels_last)
+                               for w in weights))
+        assert layouts == [False, True], layouts
+    finally:
+        close_distributed()

@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..models.acceleration import (fuse_backbones, restore_backbones, to_channels_last,
                                    uninet_backbones, use_separable_roi_align)
@@ -60,8 +61,18 @@ class UniNetAccelerationHook(Hook):
     def _convert(self, runner) -> None:
         model = self._model(runner)
         if self.channels_last:
-            for backbone in uninet_backbones(model).values():
+            backbones = uninet_backbones(model).values()
+            for backbone in backbones:
                 to_channels_last(backbone)
+            if backbones and isinstance(runner.model, DistributedDataParallel):
+                # DDP laid out its gradient buckets when the Runner wrapped the model, before
+                # any hook ran; it lays them out again from the parameters' strides after the
+                # first iteration, so only that iteration copies the 4D gradients.
+                runner.logger.info(
+                    'UniNetAccelerationHook: backbone converted to channels_last after DDP '
+                    'wrapped it; DDP\'s "Grad strides do not match bucket view strides" '
+                    'warning in the first iteration is expected (it rebuilds its buckets '
+                    'after that iteration)')
         if self.separable_roi_align and use_separable_roi_align(model):
             runner.logger.info('UniNetAccelerationHook: RoIAlign layers -> SeparableRoIAlign '
                                '(the CPU path; mmcv\'s kernel on a GPU)')
