@@ -4,6 +4,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -373,6 +374,34 @@ def test_tool_build_resume_and_validate(tmp_path):
     assert valid.returncode == 0, valid.stderr
     assert 'GPU times summed' in valid.stdout and 'pipelined' in valid.stdout
     assert set(json.loads(result.read_text())['bounds_stats']) == {'gpu_sum', 'slower_sum'}
+
+
+def test_tool_build_stopped_by_sigterm_keeps_its_progress(tmp_path):
+    """``kill`` (SIGTERM) stops a build as Ctrl-C does, keeping what it measured for
+    --resume: a background build (``nohup ... &``) has SIGINT ignored."""
+    import signal
+
+    config = tmp_path / 'tiny_search.py'
+    config.write_text(f"_base_ = ['{SYNTHETIC}']\n"
+                      f"search_space = {TINY_SPACE!r}\n")
+    out = tmp_path / 'table.json'
+    build = [sys.executable, str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py'),
+             'build', str(config), '--input-size', '32x48', '--repeats', '200', '--warmup', '0',
+             '--out', str(out)]
+    process = subprocess.Popen(build, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(entry.get('samples') for entry in
+                                    json.loads(out.read_text())['entries'].values())):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert 'progress kept' in stderr and '--resume' in stderr
+    table = json.loads(out.read_text())
+    assert table['complete'] is False
+    assert any(entry.get('samples') for entry in table['entries'].values())
 
 
 def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, table_path,

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import time
@@ -444,8 +445,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def stop_like_ctrl_c(signum, frame) -> None:
+    """SIGTERM (``kill``, ``timeout``, a batch system ending the job) stops a build or a
+    validation as Ctrl-C does: the progress is kept for ``--resume``. (A shell starting the
+    tool in the background, ``nohup ... &``, ignores SIGINT for it, so ``kill`` is the way.)"""
+    raise KeyboardInterrupt(f'signal {signum}')
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
         return dict(build=build, validate=validate, compare=compare)[args.command](args)
     except LatencyError as exc:
