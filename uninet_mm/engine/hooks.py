@@ -58,27 +58,27 @@ class UniNetAccelerationHook(Hook):
     def _model(runner) -> nn.Module:
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
-    def _convert(self, runner) -> None:
+    def _convert(self, runner) -> int:
+        """Apply the switched-on conversions; return how many backbones went channels_last."""
         model = self._model(runner)
-        if self.channels_last:
-            backbones = uninet_backbones(model).values()
-            for backbone in backbones:
-                to_channels_last(backbone)
-            if backbones and isinstance(runner.model, DistributedDataParallel):
-                # DDP laid out its gradient buckets when the Runner wrapped the model, before
-                # any hook ran; it lays them out again from the parameters' strides after the
-                # first iteration, so only that iteration copies the 4D gradients.
-                runner.logger.info(
-                    'UniNetAccelerationHook: backbone converted to channels_last after DDP '
-                    'wrapped it; DDP\'s "Grad strides do not match bucket view strides" '
-                    'warning in the first iteration is expected (it rebuilds its buckets '
-                    'after that iteration)')
+        backbones = uninet_backbones(model).values() if self.channels_last else []
+        for backbone in backbones:
+            to_channels_last(backbone)
         if self.separable_roi_align and use_separable_roi_align(model):
             runner.logger.info('UniNetAccelerationHook: RoIAlign layers -> SeparableRoIAlign '
                                '(the CPU path; mmcv\'s kernel on a GPU)')
+        return len(backbones)
 
     def before_train(self, runner) -> None:
-        self._convert(runner)
+        if self._convert(runner) and isinstance(runner.model, DistributedDataParallel):
+            # DDP laid out its gradient buckets when the Runner wrapped the model, before any
+            # hook ran; it lays them out again from the parameters' strides after the first
+            # iteration, so only that iteration copies the 4D gradients.
+            runner.logger.info(
+                'UniNetAccelerationHook: backbone converted to channels_last after DDP '
+                'wrapped it; DDP\'s "Grad strides do not match bucket view strides" warning '
+                'in the first iteration is expected (it rebuilds its buckets after that '
+                'iteration)')
 
     def before_val(self, runner) -> None:
         self._convert(runner)
