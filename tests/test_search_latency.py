@@ -334,12 +334,20 @@ def test_whole_network_timing_and_statistics(table_path, space):
 
 
 # ------------------------------------------------------------------------------- the tool
-def test_tool_build_resume_and_validate(tmp_path):
+LATENCY_TOOL = REPO / 'tools' / 'analysis_tools' / 'latency_table.py'
+
+
+def tiny_search_config(tmp_path: Path) -> Path:
+    """A search config: the built-in search with the tiny space."""
     config = tmp_path / 'tiny_search.py'
-    config.write_text(f"_base_ = ['{SYNTHETIC}']\n"
-                      f"search_space = {TINY_SPACE!r}\n")
+    config.write_text(f"_base_ = ['{SYNTHETIC}']\nsearch_space = {TINY_SPACE!r}\n")
+    return config
+
+
+def test_tool_build_resume_and_validate(tmp_path):
+    config = tiny_search_config(tmp_path)
     out = tmp_path / 'table.json'
-    tool = [sys.executable, str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py')]
+    tool = [sys.executable, str(LATENCY_TOOL)]
     build = tool + ['build', str(config), '--input-size', '32x48', '--repeats', '1',
                     '--warmup', '0', '--out', str(out), '--extra-archs', 'b0']
     done = subprocess.run(build, capture_output=True, text=True, cwd=REPO)
@@ -381,13 +389,10 @@ def test_tool_build_stopped_by_sigterm_keeps_its_progress(tmp_path):
     --resume: a background build (``nohup ... &``) has SIGINT ignored."""
     import signal
 
-    config = tmp_path / 'tiny_search.py'
-    config.write_text(f"_base_ = ['{SYNTHETIC}']\n"
-                      f"search_space = {TINY_SPACE!r}\n")
+    config = tiny_search_config(tmp_path)
     out = tmp_path / 'table.json'
-    build = [sys.executable, str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py'),
-             'build', str(config), '--input-size', '32x48', '--repeats', '200', '--warmup', '0',
-             '--out', str(out)]
+    build = [sys.executable, str(LATENCY_TOOL), 'build', str(config), '--input-size', '32x48',
+             '--repeats', '200', '--warmup', '0', '--out', str(out)]
     process = subprocess.Popen(build, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=REPO)
     deadline = time.monotonic() + 120
@@ -409,9 +414,9 @@ def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, tabl
     """At detection sizes on a CPU a validation takes hours: with --out it keeps its progress,
     and --resume continues it with the same plan (and refuses another one)."""
     import runpy
-    tool = runpy.run_path(str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py'))
-    config = tmp_path / 'tiny_search.py'
-    config.write_text(f"_base_ = ['{SYNTHETIC}']\nsearch_space = {TINY_SPACE!r}\n")
+    import signal
+    tool = runpy.run_path(str(LATENCY_TOOL))
+    config = tiny_search_config(tmp_path)
     out = tmp_path / 'validation.json'
     command = ['validate', str(config), '--table', table_path, '--num-archs', '3',
                '--repeats', '2', '--warmup', '0', '--out', str(out)]
@@ -424,7 +429,9 @@ def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, tabl
         timed.append(step)
         return original(self, step)
     monkeypatch.setattr(Timer, '__call__', counting)
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     assert tool['main'](command) == 130
+    assert signal.getsignal(signal.SIGTERM) is sigterm_handler  # main() put it back
     stopped = json.loads(out.read_text())
     assert stopped['complete'] is False
     assert sum(map(len, stopped['progress']['samples'])) == 4
@@ -495,7 +502,7 @@ def test_latency_reward_is_recomputed_from_the_log(tmp_path, table_path):
     assert 'Predicted latency' in header and '32x48' in header
     assert Path(outputs['picture']).stat().st_size > 0
     # the tool measures a finished search's top architectures whole, beside the table's numbers
-    tool = [sys.executable, str(REPO / 'tools' / 'analysis_tools' / 'latency_table.py')]
+    tool = [sys.executable, str(LATENCY_TOOL)]
     done = subprocess.run(tool + ['compare', '--table', table_path, '--runs', str(tmp_path),
                                   '--repeats', '1', '--out', str(tmp_path / 'compare.json')],
                           capture_output=True, text=True, cwd=REPO)

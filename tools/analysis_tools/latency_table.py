@@ -454,12 +454,14 @@ def stop_like_ctrl_c(signum, frame) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    previous_handler = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
         return dict(build=build, validate=validate, compare=compare)[args.command](args)
     except LatencyError as exc:
         print(f'latency table error: {exc}', file=sys.stderr)
         return 2
+    finally:  # main() called in a process of its own caller (tests) leaves it as it was
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == '__main__':
