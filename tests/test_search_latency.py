@@ -455,6 +455,40 @@ def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, tabl
     assert json.loads(out.read_text())['rows'] == done['rows']
 
 
+def test_the_tools_time_left_comes_from_the_predictions_and_samples(tmp_path, table_path,
+                                                                    monkeypatch, capsys):
+    """Runs differ 1000x in length at detection sizes, so the time left printed during a
+    validation is the table's prediction (then the samples' median) of the runs still to go,
+    not the count of runs extrapolated."""
+    import runpy
+    tool = runpy.run_path(str(LATENCY_TOOL))
+    progress = tool['Progress']('timed', interval=0.0, seconds_left=lambda: 7200.0)
+    progress(1, 1000)
+    assert 'about 2.0 h left' in capsys.readouterr().out
+    made, seen = [], []
+    real_progress = tool['Progress']
+
+    def recording(*args, **kwargs):
+        made.append(real_progress(*args, **kwargs))
+        return made[-1]
+    monkeypatch.setitem(tool['validate'].__globals__, 'Progress', recording)
+    original = Timer.__call__
+
+    def timing(self, step):
+        seen.append(made[-1].seconds_left())
+        return original(self, step)
+    monkeypatch.setattr(Timer, '__call__', timing)
+    out = tmp_path / 'validation.json'
+    assert tool['main'](['validate', str(tiny_search_config(tmp_path)), '--table', table_path,
+                         '--num-archs', '2', '--repeats', '2', '--warmup', '0', '--out',
+                         str(out)]) == 0
+    archs = json.loads(out.read_text())['plan']['archs']
+    table = LatencyTable.load(table_path)
+    # before the first run: 2 rounds + 1 FLOPs count per network, as predicted
+    assert seen[0] == pytest.approx(3 * sum(map(table.predict, archs)) / 1e3)
+    assert made[-1].seconds_left() == 0.0
+
+
 # ------------------------------------------------------------------------------- the reward
 def latency_cfg(table_path, **reward):
     cfg = Config.fromfile(str(SYNTHETIC))
@@ -603,6 +637,20 @@ def test_old_search_states_still_resume(tmp_path):
     state['reward'].pop('cost')
     state.pop('latency_table')
     SearchDriver(**settings.driver_kwargs()).load_state_dict(state)
+
+
+def test_a_resumed_build_is_estimated_from_its_samples(space):
+    """Pieces timed in an earlier pass cost what their samples say (multiply-adds can be off by
+    10x), with one warm-up per pass still to run; the untimed ones fall back to multiply-adds."""
+    table = LatencyTable.plan_build(space, input_size=TABLE_SIZE, repeats=4, warmup=1, passes=2)
+    keys = list(table.data['pieces'])
+    for i, key in enumerate(keys[1:]):  # the first pass done for all pieces but one
+        table.data['entries'][key] = dict(samples=[10.0 + i, 30.0 + i])
+    # throughput so high that the untimed piece costs only the overhead per call
+    estimate = table.estimate_seconds(throughput_gmacs=1e12, overhead_ms=1.0)
+    started = sum((20.0 + i) * (2 + 1) for i in range(len(keys) - 1))  # 2 samples + 1 warm-up
+    untimed = 1.0 * (4 + 2)  # 4 samples + 1 warm-up in each of 2 passes
+    assert estimate == pytest.approx((started + untimed) / 1e3)
 
 
 def test_passes_spread_each_piece_over_the_build(space):

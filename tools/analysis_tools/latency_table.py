@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from mmengine.config import Config, DictAction
@@ -54,10 +54,13 @@ def fmt_seconds(seconds: float) -> str:
 
 
 class Progress:
-    """Prints ``done/total`` with an ETA at most every ``interval`` seconds."""
+    """Prints ``done/total`` with the time left at most every ``interval`` seconds: from
+    ``seconds_left()`` where given (runs differ 1000x in length, so their count says little),
+    else extrapolated from the runs so far."""
 
-    def __init__(self, what: str, interval: float = 10.0):
-        self.what, self.interval = what, interval
+    def __init__(self, what: str, interval: float = 10.0,
+                 seconds_left: Optional[Callable[[], float]] = None):
+        self.what, self.interval, self.seconds_left = what, interval, seconds_left
         self.start = time.perf_counter()
         self.last = 0.0
 
@@ -66,7 +69,10 @@ class Progress:
         if done < total and now - self.last < self.interval:
             return
         self.last = now
-        eta = now / done * (total - done) if done else float('nan')
+        if self.seconds_left is not None:
+            eta = self.seconds_left() if done < total else 0.0
+        else:
+            eta = now / done * (total - done) if done else float('nan')
         print(f'  {self.what} {done}/{total} ({100 * done / total:.0f} %), '
               f'{fmt_seconds(now)} so far, about {fmt_seconds(eta)} left', flush=True)
 
@@ -102,11 +108,17 @@ def build(args: argparse.Namespace) -> int:
         return 0
     gmacs, overhead = table.calibrate()
     estimate = table.estimate_seconds(gmacs, overhead)
-    print(f'  estimated time: {fmt_seconds(estimate)} (from the pieces\' multiply-adds at '
-          f'{gmacs:.1f} GMAC/s and {overhead:.2f} ms per call, probed just now; a rough guide)',
+    started = sum(bool(table.data['entries'].get(k, {}).get('samples')) for k in todo)
+    macs = (f'multiply-adds at {gmacs:.1f} GMAC/s and {overhead:.2f} ms per call, probed just '
+            f'now')
+    basis = (f'the pieces\' {macs}' if not started else
+             'the samples taken so far' if started == len(todo) else
+             f'the samples taken so far for {started} pieces, the others\' {macs}')
+    print(f'  estimated time: {fmt_seconds(estimate)} (from {basis}; a rough guide)',
           flush=True)
     try:
-        table.measure(path=str(out), progress=Progress('timed'))
+        table.measure(path=str(out), progress=Progress(
+            'timed', seconds_left=lambda: table.estimate_seconds(gmacs, overhead)))
     except KeyboardInterrupt:
         print(f'stopped: {len(table.todo())} pieces left, progress kept in {out}; continue with '
               f'the same command and --resume', file=sys.stderr)
@@ -235,10 +247,18 @@ def validate(args: argparse.Namespace) -> int:
     estimate = sum(n * table.predict(a) for n, a in zip(runs_left, archs)) / 1e3
     print(f'  estimated time: {fmt_seconds(estimate)} ({sum(runs_left)} runs of the networks, '
           f'as the table predicts them; a rough guide)', flush=True)
+    predicted = [table.predict(a) for a in archs]
+
+    def seconds_left() -> float:  # the rounds and FLOPs counts still to run (warm-ups are done)
+        return sum(((args.repeats - len(done) if len(done) < args.repeats else 0) + (f is None))
+                   * (statistics.median(done) if done else p)
+                   for done, f, p in zip(state['samples'], state['flops'], predicted)) / 1e3
+
     try:
         measured = measure_networks(archs, settings, mlp_input_size=space.input_size,
                                     warmup=args.warmup, repeats=args.repeats,
-                                    progress=Progress('timed'), statistic=table.statistic,
+                                    progress=Progress('timed', seconds_left=seconds_left),
+                                    statistic=table.statistic,
                                     samples=state['samples'],
                                     on_sample=lambda _: save_progress())
         state['measure_seconds'] = seconds_before + time.perf_counter() - start

@@ -788,15 +788,24 @@ class LatencyTable:
                 if len(self.data['entries'].get(k, {}).get('samples', [])) < repeats}
 
     def estimate_seconds(self, throughput_gmacs: float, overhead_ms: float) -> float:
-        """Rough time of the remaining samples (warm-up included) at a MAC throughput."""
+        """Rough time of the remaining samples (warm-up included). A piece already timed (a
+        resumed build) costs what its samples say; the others their multiply-adds at
+        ``throughput_gmacs`` plus ``overhead_ms`` per call (pieces took 0.6x to 17x that on a
+        2-core EPYC at 800x1333, the memory-bound ones at stride 4 the most)."""
         total = 0.0
         batch = self.settings['batch']
         per_run = 3 if self.settings['mode'] == 'train' else 1  # backward ~ 2x forward
+        repeats, passes = self.data['repeats'], self.data.get('passes', 1)
         for key, missing in self.todo().items():
-            piece = _piece_from_dict(self.data['pieces'][key])
-            run_ms = overhead_ms + per_run * piece.macs(batch) / throughput_gmacs / 1e6
-            total += run_ms * (missing + self.data['warmup'] * min(missing,
-                                                                    self.data['passes']))
+            samples = self.data['entries'].get(key, {}).get('samples', [])
+            if samples:
+                run_ms = summarize(samples, 'median')
+            else:
+                piece = _piece_from_dict(self.data['pieces'][key])
+                run_ms = overhead_ms + per_run * piece.macs(batch) / throughput_gmacs / 1e6
+            passes_left = sum(len(samples) < math.ceil(repeats * index / passes)
+                              for index in range(1, passes + 1))
+            total += run_ms * (missing + self.data['warmup'] * passes_left)
         return total / 1e3
 
     def calibrate(self, probe_macs: float = 1e9) -> Tuple[float, float]:
