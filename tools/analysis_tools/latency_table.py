@@ -70,7 +70,7 @@ class Progress:
             return
         self.last = now
         if self.seconds_left is not None:
-            eta = self.seconds_left() if done < total else 0.0
+            eta = self.seconds_left()  # may include work after the runs (FLOPs counts)
         else:
             eta = now / done * (total - done) if done else float('nan')
         print(f'  {self.what} {done}/{total} ({100 * done / total:.0f} %), '
