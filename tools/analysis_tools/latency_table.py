@@ -244,10 +244,10 @@ def validate(args: argparse.Namespace) -> int:
     # Each unfinished network runs its warm-up and missing rounds, and once more to count FLOPs.
     runs_left = [(args.warmup + args.repeats - len(done) if len(done) < args.repeats else 0)
                  + (flops is None) for done, flops in zip(state['samples'], state['flops'])]
-    estimate = sum(n * table.predict(a) for n, a in zip(runs_left, archs)) / 1e3
+    predicted = [table.predict(a) for a in archs]
+    estimate = sum(n * p for n, p in zip(runs_left, predicted)) / 1e3
     print(f'  estimated time: {fmt_seconds(estimate)} ({sum(runs_left)} runs of the networks, '
           f'as the table predicts them; a rough guide)', flush=True)
-    predicted = [table.predict(a) for a in archs]
 
     def seconds_left() -> float:  # the rounds and FLOPs counts still to run (warm-ups are done)
         return sum(((args.repeats - len(done) if len(done) < args.repeats else 0) + (f is None))

@@ -795,7 +795,7 @@ class LatencyTable:
         total = 0.0
         batch = self.settings['batch']
         per_run = 3 if self.settings['mode'] == 'train' else 1  # backward ~ 2x forward
-        repeats, passes = self.data['repeats'], self.data.get('passes', 1)
+        passes = self.data.get('passes', 1)
         for key, missing in self.todo().items():
             samples = self.data['entries'].get(key, {}).get('samples', [])
             if samples:
@@ -803,7 +803,7 @@ class LatencyTable:
             else:
                 piece = _piece_from_dict(self.data['pieces'][key])
                 run_ms = overhead_ms + per_run * piece.macs(batch) / throughput_gmacs / 1e6
-            passes_left = sum(len(samples) < math.ceil(repeats * index / passes)
+            passes_left = sum(len(samples) < self._samples_after_pass(index)
                               for index in range(1, passes + 1))
             total += run_ms * (missing + self.data['warmup'] * passes_left)
         return total / 1e3
@@ -866,11 +866,10 @@ class LatencyTable:
                 progress(state['done'], total)
             if stop_after is not None and state['done'] >= stop_after:
                 raise _StopBuild()
-        passes, repeats = self.data.get('passes', 1), self.data['repeats']
         try:
             with device_settings(self.settings):
-                for index in range(1, passes + 1):
-                    self._measure_pass(math.ceil(repeats * index / passes), count, save)
+                for index in range(1, self.data.get('passes', 1) + 1):
+                    self._measure_pass(self._samples_after_pass(index), count, save)
         except _StopBuild:
             pass
         finally:
@@ -880,6 +879,10 @@ class LatencyTable:
         if self.data['complete']:
             logger.info(f'latency table complete: {len(self.data["entries"])} pieces, '
                         f'{self.data["build_seconds"]:.0f} s')
+
+    def _samples_after_pass(self, index: int) -> int:
+        """Samples every piece has once pass ``index`` (1-based) is done."""
+        return math.ceil(self.data['repeats'] * index / self.data.get('passes', 1))
 
     def _measure_pass(self, wanted: int, count: Callable[[], None],
                       save: Callable[[], None]) -> None:
