@@ -265,10 +265,12 @@ def validate(args: argparse.Namespace) -> int:
         threads = torch.get_num_threads()
         if settings['threads']:
             torch.set_num_threads(settings['threads'])
-        for i, arch in enumerate(archs):  # minutes per network at detection sizes on a CPU
-            if state['flops'][i] is None:
-                state['flops'][i] = count_flops(arch, settings, space.input_size)
-                save_progress()
+        uncounted = [i for i, f in enumerate(state['flops']) if f is None]
+        counting = Progress('FLOPs counted', seconds_left=seconds_left)
+        for n, i in enumerate(uncounted, 1):  # minutes per network at detection sizes on a CPU
+            state['flops'][i] = count_flops(archs[i], settings, space.input_size)
+            save_progress()
+            counting(n, len(uncounted))
         torch.set_num_threads(threads)
     except KeyboardInterrupt:
         state['measure_seconds'] = seconds_before + time.perf_counter() - start
