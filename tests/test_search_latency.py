@@ -664,6 +664,31 @@ def test_passes_spread_each_piece_over_the_build(space):
     assert len(samples) == pieces and set(samples) == {1}
 
 
+def test_pieces_whose_passes_disagree_are_reported(tmp_path, space, capsys):
+    """A piece's passes span the build (days, when it was resumed): a piece whose passes
+    disagree by over 1.5x is named, by the tool too (depthwise blocks moved 2.8x between
+    sessions on a shared VM, attention a few per cent)."""
+    table = LatencyTable.plan_build(space, input_size=TABLE_SIZE, repeats=6, warmup=0, passes=3)
+    keys = list(table.data['pieces'])
+    for key in keys:  # within noise: 1.2x between passes
+        table.data['entries'][key] = dict(samples=[10.0, 10.4, 12.0, 12.4, 11.0, 11.2])
+    table.data['entries'][keys[1]]['samples'] = [20.0, 21.0, 20.5, 22.0, 10.0, 10.5]
+    table.use_statistic('median').data['complete'] = True
+    drifted = table.drifted()
+    assert list(drifted) == [keys[1]] and drifted[keys[1]] == pytest.approx((10.25, 21.25))
+    path = tmp_path / 'drifted.json'
+    table.save(str(path))
+    import runpy
+    tool = runpy.run_path(str(LATENCY_TOOL))
+    assert tool['main'](['build', str(tiny_search_config(tmp_path)), '--input-size', '32x48',
+                         '--repeats', '6', '--passes', '3', '--warmup', '0', '--extra-archs',
+                         '--out', str(path), '--resume']) == 0
+    out = capsys.readouterr().out
+    assert 'nothing left to measure' in out
+    assert f'1 of {len(keys)} pieces took over 1.5x longer' in out
+    assert f'{keys[1]} 10.25-21.25 ms' in out
+
+
 def test_statistic_of_the_samples(space, tmp_path):
     """Forward tables keep the median of a piece's samples, train tables the minimum; a table
     re-summarises its stored samples with another statistic without measuring again, and so

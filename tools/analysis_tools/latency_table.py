@@ -27,8 +27,9 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from mmengine.config import Config, DictAction
 
-from uninet_mm.search.latency import (STATISTICS, LatencyError, LatencyTable, error_stats,
-                                      fit_flops_scale, measure_networks, write_json_atomic)
+from uninet_mm.search.latency import (DRIFT_FACTOR, STATISTICS, LatencyError, LatencyTable,
+                                      error_stats, fit_flops_scale, measure_networks,
+                                      write_json_atomic)
 from uninet_mm.search.space import SearchSpace
 from uninet_mm.utils.tools_support import parse_size
 
@@ -77,6 +78,22 @@ class Progress:
               f'{fmt_seconds(now)} so far, about {fmt_seconds(eta)} left', flush=True)
 
 
+def report_drift(table: LatencyTable) -> None:
+    """Says which pieces took much longer in one pass of the build than in another."""
+    drifted = table.drifted()
+    if not drifted:
+        return
+    # the ones that move a prediction most first (tiny pieces drift by noise alone)
+    worst = ', '.join(f'{key} {fast:.4g}-{slow:.4g} ms' for key, (fast, slow) in
+                      sorted(drifted.items(), key=lambda item: item[1][0] - item[1][1])[:3])
+    print(f'  note: {len(drifted)} of {len(table.data["entries"])} pieces took over '
+          f'{DRIFT_FACTOR:g}x longer in one pass of the build than in another (most time: '
+          f'{worst}): the machine changed while it was built (other jobs, or a resume on another day); '
+          f'each piece keeps the {table.statistic} of its samples. Validate the table, and '
+          f'build it again in one sitting on a quiet machine if its errors are large',
+          flush=True)
+
+
 # ---------------------------------------------------------------------------------------------
 def build(args: argparse.Namespace) -> int:
     space = load_space(args.config, args.cfg_options)
@@ -105,6 +122,7 @@ def build(args: argparse.Namespace) -> int:
         table.data['complete'] = True
         table.save(str(out))
         print(f'nothing left to measure; {out} is complete')
+        report_drift(table)
         return 0
     gmacs, overhead = table.calibrate()
     estimate = table.estimate_seconds(gmacs, overhead)
@@ -125,6 +143,7 @@ def build(args: argparse.Namespace) -> int:
         return 130
     print(f'done: {out} ({pieces} pieces, {fmt_seconds(table.data["build_seconds"])} of '
           f'measuring in all)')
+    report_drift(table)
     return 0
 
 
@@ -176,6 +195,7 @@ def validate(args: argparse.Namespace) -> int:
           f'{table.data["environment"]["machine"]} ({table.data["environment"]["cpu"]}, torch '
           f'{table.data["environment"]["torch"]}), built in '
           f'{fmt_seconds(table.data["build_seconds"])}')
+    report_drift(table)
     rng = random.Random(args.seed)
     sampled: List[Dict[str, Any]] = []
     infeasible: Dict[str, int] = {}

@@ -79,6 +79,9 @@ DEFAULT_WARMUP = 1
 DEFAULT_REPEATS = 6
 #: Passes over all pieces a build makes (each adds repeats / passes samples to every piece).
 DEFAULT_PASSES = 3
+#: A piece whose passes' medians differ by more than this is reported as drifted: the machine
+#: changed during the build (e.g. memory bandwidth shared with other jobs).
+DRIFT_FACTOR = 1.5
 #: How a piece's (and a whole network's) timed samples become one number.
 STATISTICS = ('median', 'min')
 #: Pieces timed together in interleaved rounds are grouped up to this many input bytes.
@@ -879,6 +882,22 @@ class LatencyTable:
         if self.data['complete']:
             logger.info(f'latency table complete: {len(self.data["entries"])} pieces, '
                         f'{self.data["build_seconds"]:.0f} s')
+
+    def drifted(self, factor: float = DRIFT_FACTOR) -> Dict[str, Tuple[float, float]]:
+        """Pieces whose passes disagree: key -> (fastest, slowest) median of one pass's samples
+        in ms, where slowest / fastest exceeds ``factor``. A piece's passes are spread over the whole build (over
+        days when it was resumed); on a shared 2-core VM at 800x1333, large depthwise blocks
+        moved 1.5-2.8x between sessions, attention blocks a few per cent."""
+        passes = self.data.get('passes', 1)
+        ends = [self._samples_after_pass(index) for index in range(1, passes + 1)]
+        found = {}
+        for key, entry in self.data['entries'].items():
+            samples = entry.get('samples', [])
+            medians = [statistics.median(samples[start:end])
+                       for start, end in zip([0] + ends, ends) if samples[start:end]]
+            if len(medians) > 1 and min(medians) > 0 and max(medians) / min(medians) > factor:
+                found[key] = (min(medians), max(medians))
+        return found
 
     def _samples_after_pass(self, index: int) -> int:
         """Samples every piece has once pass ``index`` (1-based) is done."""
