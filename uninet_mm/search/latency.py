@@ -885,9 +885,10 @@ class LatencyTable:
 
     def drifted(self, factor: float = DRIFT_FACTOR) -> Dict[str, Tuple[float, float]]:
         """Pieces whose passes disagree: key -> (fastest, slowest) median of one pass's samples
-        in ms, where slowest / fastest exceeds ``factor``. A piece's passes are spread over the whole build (over
-        days when it was resumed); on a shared 2-core VM at 800x1333, large depthwise blocks
-        moved 1.5-2.8x between sessions, attention blocks a few per cent."""
+        in ms, where slowest / fastest exceeds ``factor``. A piece's passes are spread over
+        the whole build (over days when it was resumed); on a shared 2-core VM at 800x1333,
+        large depthwise blocks moved 1.5-2.8x between sessions, attention blocks a few per
+        cent."""
         passes = self.data.get('passes', 1)
         ends = [self._samples_after_pass(index) for index in range(1, passes + 1)]
         found = {}
