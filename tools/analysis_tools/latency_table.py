@@ -88,9 +88,9 @@ def report_drift(table: LatencyTable) -> None:
                       sorted(drifted.items(), key=lambda item: item[1][0] - item[1][1])[:3])
     print(f'  note: {len(drifted)} of {len(table.data["entries"])} pieces took over '
           f'{DRIFT_FACTOR:g}x longer in one pass of the build than in another (most time: '
-          f'{worst}): the machine changed while it was built (other jobs, or a resume on '
-          f'another day); each piece keeps the {table.statistic} of its samples. Validate the '
-          f'table, and '
+          f'{worst}): their time depends on the state of the machine (other jobs, memory '
+          f'bandwidth, a resume on another day); each piece keeps the {table.statistic} of its '
+          f'samples. Validate the table, and '
           f'build it again in one sitting on a quiet machine if its errors are large',
           flush=True)
 
