@@ -90,8 +90,8 @@ def report_drift(table: LatencyTable) -> None:
           f'{DRIFT_FACTOR:g}x longer in one pass of the build than in another (most time: '
           f'{worst}): their time depends on the state of the machine (other jobs, memory '
           f'bandwidth, a resume on another day); each piece keeps the {table.statistic} of its '
-          f'samples. Validate the table, and '
-          f'build it again in one sitting on a quiet machine if its errors are large',
+          f'samples. Validate the table, and build it again in one sitting on a quiet machine '
+          f'if its errors are large',
           flush=True)
 
 

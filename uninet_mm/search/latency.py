@@ -79,8 +79,8 @@ DEFAULT_WARMUP = 1
 DEFAULT_REPEATS = 6
 #: Passes over all pieces a build makes (each adds repeats / passes samples to every piece).
 DEFAULT_PASSES = 3
-#: A piece whose passes' medians differ by more than this is reported as drifted: the machine
-#: changed during the build (e.g. memory bandwidth shared with other jobs).
+#: A piece whose passes' medians differ by more than this is reported as drifted: its time
+#: depends on the state of the machine (other jobs, memory bandwidth, a resume on another day).
 DRIFT_FACTOR = 1.5
 #: How a piece's (and a whole network's) timed samples become one number.
 STATISTICS = ('median', 'min')
@@ -798,7 +798,7 @@ class LatencyTable:
         total = 0.0
         batch = self.settings['batch']
         per_run = 3 if self.settings['mode'] == 'train' else 1  # backward ~ 2x forward
-        passes = self.data.get('passes', 1)
+        ends = self._pass_ends()
         for key, missing in self.todo().items():
             samples = self.data['entries'].get(key, {}).get('samples', [])
             if samples:
@@ -806,8 +806,7 @@ class LatencyTable:
             else:
                 piece = _piece_from_dict(self.data['pieces'][key])
                 run_ms = overhead_ms + per_run * piece.macs(batch) / throughput_gmacs / 1e6
-            passes_left = sum(len(samples) < self._samples_after_pass(index)
-                              for index in range(1, passes + 1))
+            passes_left = sum(len(samples) < end for end in ends)
             total += run_ms * (missing + self.data['warmup'] * passes_left)
         return total / 1e3
 
@@ -871,8 +870,8 @@ class LatencyTable:
                 raise _StopBuild()
         try:
             with device_settings(self.settings):
-                for index in range(1, self.data.get('passes', 1) + 1):
-                    self._measure_pass(self._samples_after_pass(index), count, save)
+                for wanted in self._pass_ends():
+                    self._measure_pass(wanted, count, save)
         except _StopBuild:
             pass
         finally:
@@ -889,8 +888,7 @@ class LatencyTable:
         the whole build (over days when it was resumed); on a shared 2-core VM at 800x1333,
         large depthwise blocks moved 1.5-2.8x between sessions, attention blocks a few per
         cent."""
-        passes = self.data.get('passes', 1)
-        ends = [self._samples_after_pass(index) for index in range(1, passes + 1)]
+        ends = self._pass_ends()
         found = {}
         for key, entry in self.data['entries'].items():
             samples = entry.get('samples', [])
@@ -900,9 +898,11 @@ class LatencyTable:
                 found[key] = (min(medians), max(medians))
         return found
 
-    def _samples_after_pass(self, index: int) -> int:
-        """Samples every piece has once pass ``index`` (1-based) is done."""
-        return math.ceil(self.data['repeats'] * index / self.data.get('passes', 1))
+    def _pass_ends(self) -> List[int]:
+        """Samples every piece has once each pass is done, in order (the last: repeats)."""
+        passes = self.data.get('passes', 1)
+        return [math.ceil(self.data['repeats'] * index / passes)
+                for index in range(1, passes + 1)]
 
     def _measure_pass(self, wanted: int, count: Callable[[], None],
                       save: Callable[[], None]) -> None:
