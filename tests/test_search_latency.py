@@ -5,6 +5,7 @@ import random
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -734,3 +735,16 @@ def test_a_search_config_sets_the_statistic(tmp_path, table_path):
     with pytest.raises(SearchConfigError, match='statistic'):
         check_search_config(latency_cfg(dict(path=str(tmp_path / 'new.json'),
                                              input_size=TABLE_SIZE, statistic='mean')))
+
+
+def test_a_table_timed_with_large_blocks_mmapped_is_flagged(table_path, tmp_path):
+    """Tables timed before mmap was turned off over-time pieces with maps above 32 MiB."""
+    data = json.loads(Path(table_path).read_text())
+    old = tmp_path / 'old_heap.json'
+    data['environment']['heap'] = 'kept (glibc mallopt: no trim, mmap threshold 32 MiB)'
+    old.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match='rebuild it'):
+        LatencyTable.load(str(old))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        LatencyTable.load(table_path)

@@ -53,6 +53,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -87,6 +88,8 @@ STATISTICS = ('median', 'min')
 #: Pieces timed together in interleaved rounds are grouped up to this many input bytes.
 GROUP_BYTES = 1 << 30
 GROUP_SIZE = 32
+#: ``environment.heap`` of tables timed while glibc still mmapped blocks above 32 MiB.
+OLD_HEAP = 'mmap threshold 32 MiB'
 
 CF, CL = 'cf', 'cl'  # NCHW (contiguous) and channels-last memory layouts
 
@@ -956,6 +959,12 @@ class LatencyTable:
         except json.JSONDecodeError as exc:
             raise LatencyError(f'latency table {path} is not valid JSON: {exc}') from None
         table = cls(data, path)
+        if (table.settings.get('device') == 'cpu'
+                and OLD_HEAP in data.get('environment', {}).get('heap', '')):
+            warnings.warn(f'latency table {path} was timed with glibc still mmapping blocks above '
+                          '32 MiB (before 2026-12-06): pieces with such maps were timed up to 3.9x '
+                          'too slow (800x1333 depthwise blocks); rebuild it for accurate '
+                          'predictions', stacklevel=2)
         if complete and not data.get('complete'):
             raise LatencyError(f'latency table {path} is incomplete ({len(table.todo())} pieces '
                                f'not timed): continue its build with --resume')
