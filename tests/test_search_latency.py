@@ -748,3 +748,53 @@ def test_a_table_timed_with_large_blocks_mmapped_is_flagged(table_path, tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         LatencyTable.load(table_path)
+
+
+def test_a_validation_sample_table_times_only_its_networks_pieces(tmp_path, table_path,
+                                                                  monkeypatch, capsys):
+    """``build --validation-sample N --seed S`` times only what ``validate --num-archs N --seed
+    S`` runs: validating a device at 800x1333 costs a fraction of a full build. Such a table
+    validates with its own sample only, resumes only as such, and a search refuses it."""
+    import runpy
+    tool = runpy.run_path(str(LATENCY_TOOL))
+    config = tiny_search_config(tmp_path)
+    out = tmp_path / 'sample.json'
+    build = ['build', str(config), '--input-size', '32x48', '--repeats', '1', '--warmup', '0',
+             '--out', str(out), '--extra-archs', 'b0', '--validation-sample', '2', '--seed', '3']
+    assert tool['main'](build) == 0
+    table = LatencyTable.load(str(out))
+    full = LatencyTable.load(table_path)
+    assert table.data['validation_sample'] == dict(num_archs=2, seed=3)
+    assert 0 < len(table.data['pieces']) < len(full.data['pieces'])
+    assert set(table.data['entries']) == set(table.data['pieces'])
+    assert 'validation sample' in capsys.readouterr().out
+    assert tool['main'](build[:-1] + ['4', '--resume']) == 2
+    assert '--validation-sample 2 --seed 3' in capsys.readouterr().err
+
+    validate = ['validate', str(config), '--table', str(out), '--num-archs', '2', '--seed', '3',
+                '--repeats', '1', '--warmup', '0']
+    result = tmp_path / 'validation.json'
+    assert tool['main'](validate + ['--out', str(result)]) == 0
+    rows = json.loads(result.read_text())['rows']
+    assert [r['predicted_ms'] for r in rows] == [table.predict(r['arch']) for r in rows]
+    assert [r['name'] for r in rows[2:]] == ['b0', 'b1']  # B0's pieces are in the space's
+    capsys.readouterr()
+    assert tool['main'](validate[:-6] + ['--num-archs', '3'] + validate[-4:]) == 2
+    assert 'validate with those' in capsys.readouterr().err
+    with pytest.raises(SearchConfigError, match='does not cover'):
+        check_search_config(latency_cfg(str(out)))
+
+    # FLOPs counted by that validation are taken, not counted again (minutes at 800x1333)
+    def no_counting(*args):
+        raise AssertionError('FLOPs counted again')
+    monkeypatch.setitem(tool['validate'].__globals__, 'count_flops', no_counting)
+    again = tmp_path / 'again.json'
+    assert tool['main'](validate + ['--out', str(again), '--flops-from', str(result)]) == 0
+    assert ([r['flops'] for r in json.loads(again.read_text())['rows']]
+            == [r['flops'] for r in rows])
+    other = json.loads(result.read_text())
+    other['identity']['input_size'] = [64, 64]
+    (tmp_path / 'other.json').write_text(json.dumps(other))
+    capsys.readouterr()
+    assert tool['main'](validate + ['--flops-from', str(tmp_path / 'other.json')]) == 2
+    assert 'input_size' in capsys.readouterr().err

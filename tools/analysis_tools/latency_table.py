@@ -3,10 +3,11 @@
     # measure every piece of the space's networks (progress shown; Ctrl-C and --resume later)
     python tools/analysis_tools/latency_table.py build CONFIG --device cpu --input-size 800x1333 \\
         --batch 1 [--dtype fp32] [--mode forward] [--threads N] --out FILE [--resume]
+    #   ... --validation-sample N --seed S: only the pieces validate --num-archs N --seed S needs
     # predicted vs measured for N sampled architectures (and UniNet-B0..B3 where covered),
     # against the FLOPs baseline latency = k x FLOPs (with --out: Ctrl-C and --resume later)
     python tools/analysis_tools/latency_table.py validate CONFIG --table FILE --num-archs 30 \\
-        --seed 0 [--out RESULT.json [--resume]]
+        --seed 0 [--out RESULT.json [--resume]] [--flops-from EARLIER_RESULT.json]
     # the top architectures of finished searches, measured whole with the table's settings
     python tools/analysis_tools/latency_table.py compare --table FILE --runs DIR1 DIR2 ...
 
@@ -16,7 +17,6 @@ covers. See ``uninet_mm/search/latency.py`` for what is measured and how.
 import argparse
 import json
 import os
-import random
 import signal
 import statistics
 import sys
@@ -29,8 +29,9 @@ from mmengine.config import Config, DictAction
 
 from uninet_mm.search.latency import (DRIFT_FACTOR, STATISTICS, LatencyError, LatencyTable,
                                       error_stats, fit_flops_scale, measure_networks,
-                                      write_json_atomic)
+                                      sample_feasible_archs, write_json_atomic)
 from uninet_mm.search.space import SearchSpace
+from uninet_mm.utils.plain import to_plain
 from uninet_mm.utils.tools_support import parse_size
 
 PUBLISHED = ('b0', 'b1', 'b2', 'b3')
@@ -103,6 +104,10 @@ def build(args: argparse.Namespace) -> int:
                                     threads=args.threads, extra_archs=args.extra_archs,
                                     warmup=args.warmup, repeats=args.repeats,
                                     passes=args.passes, statistic=args.statistic)
+    if args.validation_sample is not None:
+        sampled, _, _ = sample_feasible_archs(table, space, args.validation_sample, args.seed)
+        table.keep_pieces_of(sampled + list(PUBLISHED),
+                             dict(num_archs=args.validation_sample, seed=args.seed))
     out = Path(args.out)
     if out.exists():
         if not args.resume:
@@ -171,6 +176,25 @@ def count_flops(arch: Any, settings: Dict[str, Any], mlp_size) -> float:
                                device=device))['flops'])
 
 
+def earlier_flops(path: str, archs: List[Any], settings: Dict[str, Any]
+                  ) -> List[Optional[float]]:
+    """The FLOPs counts of ``archs`` that an earlier validation (``validate --out``) made at
+    the same input size and batch (None where it has none): counting them again takes minutes
+    per network at detection sizes on a CPU. Raises LatencyError for a file that is not one."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+        identity, rows = earlier['identity'], earlier['rows']
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LatencyError(f'--flops-from {path}: not a finished validation '
+                           f'(validate --out): {exc!r}') from None
+    for key in ('input_size', 'batch'):
+        if identity.get(key) != settings[key]:
+            raise LatencyError(f'--flops-from {path} counted FLOPs at {key} '
+                               f'{identity.get(key)!r}, not {settings[key]!r}')
+    counted = {json.dumps(normalized(r['arch']), sort_keys=True): r['flops'] for r in rows}
+    return [counted.get(json.dumps(normalized(a), sort_keys=True)) for a in archs]
+
+
 def normalized(value: Any) -> Any:
     """``value`` as JSON gives it back (tuples become lists), to compare with a saved file."""
     return json.loads(json.dumps(value))
@@ -185,7 +209,17 @@ def validate(args: argparse.Namespace) -> int:
     table = LatencyTable.load(args.table)
     if args.statistic is not None:
         table.use_statistic(args.statistic)
-    missing = table.missing_for(space)
+    sample = table.data.get('validation_sample')
+    if sample and sample != dict(num_archs=args.num_archs, seed=args.seed):
+        print(f'{args.table} holds only the pieces of the networks that validate --num-archs '
+              f'{sample["num_archs"]} --seed {sample["seed"]} draws; validate with those, or '
+              f'build a full table', file=sys.stderr)
+        return 2
+    if sample and table.data['space'] != to_plain(space.config):
+        print(f'{args.table} was built for another search space than {args.config}\'s',
+              file=sys.stderr)
+        return 2
+    missing = [] if sample else table.missing_for(space)
     if missing:
         print(f'{args.table} does not cover the search space of {args.config}: {len(missing)} '
               f'pieces missing, e.g. {missing[0]!r}; build a table for this config',
@@ -197,21 +231,7 @@ def validate(args: argparse.Namespace) -> int:
           f'{table.data["environment"]["torch"]}), built in '
           f'{fmt_seconds(table.data["build_seconds"])}')
     report_drift(table)
-    rng = random.Random(args.seed)
-    sampled: List[Dict[str, Any]] = []
-    infeasible: Dict[str, int] = {}
-    draws = 0
-    while len(sampled) < args.num_archs:
-        draws += 1
-        if draws > 100 * args.num_archs:
-            print('too many infeasible architectures in this space at this size', file=sys.stderr)
-            return 2
-        arch = space.decode(space.sample(rng))
-        reason = table.infeasible_reason(arch)
-        if reason:
-            infeasible[reason.split(':')[0]] = infeasible.get(reason.split(':')[0], 0) + 1
-            continue
-        sampled.append(arch)
+    sampled, infeasible, draws = sample_feasible_archs(table, space, args.num_archs, args.seed)
     if infeasible:
         print(f'  {sum(infeasible.values())} of {draws} drawn architectures are infeasible at '
               f'this size and were skipped: ' + '; '.join(f'{n} x {r}'
@@ -228,6 +248,10 @@ def validate(args: argparse.Namespace) -> int:
                            num_archs=len(sampled), repeats=args.repeats, warmup=args.warmup,
                            statistic=table.statistic, archs=archs))
     state = dict(samples=[[] for _ in archs], flops=[None] * len(archs), measure_seconds=0.0)
+    if args.flops_from:
+        state['flops'] = earlier_flops(args.flops_from, archs, settings)
+        print(f'  FLOPs of {sum(f is not None for f in state["flops"])} of {len(archs)} '
+              f'networks taken from {args.flops_from}')
     out = Path(args.out) if args.out else None
     if out is not None and out.exists():
         previous = json.loads(out.read_text())
@@ -459,6 +483,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     b.add_argument('--warmup', type=int, default=1, help='untimed runs per piece first')
     b.add_argument('--extra-archs', nargs='*', default=['b0', 'b1', 'b2', 'b3'],
                    help='published networks to cover too (default: b0 b1 b2 b3)')
+    b.add_argument('--validation-sample', type=int, default=None, metavar='N',
+                   help='time only the pieces of the N networks that validate --num-archs N '
+                   '--seed S draws (and of B0..B3): checks how well this device is predicted '
+                   'in a fraction of a full build\'s time; such a table validates, but does not '
+                   'search')
+    b.add_argument('--seed', type=int, default=0, help='with --validation-sample')
     b.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, e.g. search_space.gops="[SA,LSA,Conv,DWConv]"')
     v = sub.add_parser('validate', help='predicted vs measured whole networks')
@@ -478,6 +508,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'measuring)')
     v.add_argument('--resume', action='store_true',
                    help='continue the stopped validation in --out without timing anything twice')
+    v.add_argument('--flops-from', default=None, metavar='RESULT.json',
+                   help='take the FLOPs counts of networks an earlier validation (--out) counted '
+                   'at the same size and batch instead of counting them again')
     v.add_argument('--cfg-options', nargs='+', action=DictAction)
     c = sub.add_parser('compare', help='measure the top architectures of search runs whole')
     c.add_argument('--table', required=True, help='the settings to measure with')

@@ -51,6 +51,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import time
 import warnings
@@ -674,6 +675,35 @@ def probe_layouts(ops: Iterable[Tuple[str, str]], settings: Mapping[str, Any]
 # ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
+def _sample_text(sample: Optional[Mapping[str, Any]]) -> str:
+    return ('every piece of its space' if not sample else
+            f'the pieces of a validation sample (--validation-sample {sample["num_archs"]} '
+            f'--seed {sample["seed"]})')
+
+
+def sample_feasible_archs(table: 'LatencyTable', space: SearchSpace, num_archs: int, seed: int
+                          ) -> Tuple[List[Dict[str, Any]], Dict[str, int], int]:
+    """The first ``num_archs`` architectures of ``space`` drawn with ``random.Random(seed)``
+    that can run at the table's size, how many were skipped per reason, and how many were
+    drawn. Raises :class:`LatencyError` when fewer than 1 in 100 can run."""
+    rng = random.Random(seed)
+    sampled: List[Dict[str, Any]] = []
+    infeasible: Dict[str, int] = {}
+    draws = 0
+    while len(sampled) < num_archs:
+        draws += 1
+        if draws > 100 * num_archs:
+            raise LatencyError(f'too many infeasible architectures in this space at '
+                               f'{table.describe()}: {infeasible}')
+        arch = space.decode(space.sample(rng))
+        reason = table.infeasible_reason(arch)
+        if reason:
+            infeasible[reason.split(':')[0]] = infeasible.get(reason.split(':')[0], 0) + 1
+            continue
+        sampled.append(arch)
+    return sampled, infeasible, draws
+
+
 class LatencyTable:
     """Latency of every piece a search space's networks are made of, on one device.
 
@@ -761,11 +791,36 @@ class LatencyTable:
             raise LatencySettingsError(
                 f'{previous.path} was built with repeats/warmup/passes '
                 f'{"/".join(str(previous.data.get(k)) for k in how)}; resume with those')
+        if previous.data.get('validation_sample') != self.data.get('validation_sample'):
+            raise LatencySettingsError(
+                f'{previous.path} was built for '
+                f'{_sample_text(previous.data.get("validation_sample"))}, not for '
+                f'{_sample_text(self.data.get("validation_sample"))}; resume with the same '
+                f'--validation-sample and --seed, or build into a new file')
+        self.data['pieces'] = dict(previous.data['pieces'])
         self.data['entries'] = dict(previous.data['entries'])
         self.data['build_seconds'] = previous.data.get('build_seconds', 0.0)
         self.data['environment'] = previous.data['environment']
         self.layouts = self.data['layouts'] = previous.layouts
         return self.use_statistic(self.statistic)
+
+    def keep_pieces_of(self, archs: Sequence[Union[str, Mapping, ArchSpec]],
+                       label: Mapping[str, Any]) -> 'LatencyTable':
+        """Before measuring: keep only the pieces ``archs`` run (those of an arch the table does
+        not cover entirely are left out), e.g. a validation's sample (``label``:
+        ``dict(num_archs=N, seed=S)``, kept as ``validation_sample``). Such a table checks a
+        device's predictions in a fraction of a full build's time; it predicts only those
+        archs, and a search refuses it. Returns self."""
+        if self.data['entries']:
+            raise LatencyError('keep_pieces_of: the table has measured pieces already')
+        kept = set()
+        for arch in archs:
+            keys = set(self.plan(arch).pieces)
+            if keys <= set(self.data['pieces']):
+                kept |= keys
+        self.data['pieces'] = {k: v for k, v in self.data['pieces'].items() if k in kept}
+        self.data['validation_sample'] = dict(label)
+        return self
 
     @property
     def statistic(self) -> str:
@@ -1012,7 +1067,9 @@ class LatencyTable:
         return (f'{s["device"]}{threads} ({self.data["environment"].get("device_name")}), '
                 f'{s["dtype"]}, batch {s["batch"]}, {h}x{w}, {s["mode"]}, '
                 f'timer {self.data["timer"]}, {self.statistic} of the samples'
-                + (', pieces pipelined (GPU and host times)' if self.pipelined else ''))
+                + (', pieces pipelined (GPU and host times)' if self.pipelined else '')
+                + (f', only {_sample_text(self.data["validation_sample"])}'
+                   if self.data.get('validation_sample') else ''))
 
     # ------------------------------------------------------------------ prediction
     def plan(self, arch: Union[str, Mapping, ArchSpec]) -> Plan:
@@ -1036,6 +1093,8 @@ class LatencyTable:
             if entry is None or len(entry.get('samples', [])) < self.data['repeats']:
                 state = ('not timed yet (a stopped build; continue it with --resume)'
                          if key in self.data['pieces'] else
+                         f'the table holds only {_sample_text(self.data["validation_sample"])}'
+                         if self.data.get('validation_sample') else
                          'outside the space the table was built for')
                 raise MissingEntryError(f'latency table {self.path or ""} has no entry '
                                         f'{key!r}: {state}')
