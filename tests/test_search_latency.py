@@ -380,6 +380,10 @@ def test_tool_build_resume_and_validate(tmp_path):
     row = data['rows'][0]
     assert row['flops_ms'] == pytest.approx(data['flops_k_ms_per_mac'] * row['flops'])
     assert data['bounds_stats'] == {}
+    assert 'largest piece' in valid.stdout
+    assert sum(g['count'] for g in data['mix_stats'].values()) == 4
+    for group in data['mix_stats'].values():
+        assert group['table']['count'] == group['flops']['count'] == group['count']
     # a table with host times (as CUDA tables have) also reports the bounds of its pipelining
     table = json.loads(out.read_text())
     for entry in table['entries'].values():
@@ -391,6 +395,22 @@ def test_tool_build_resume_and_validate(tmp_path):
     assert valid.returncode == 0, valid.stderr
     assert 'GPU times summed' in valid.stdout and 'pipelined' in valid.stdout
     assert set(json.loads(result.read_text())['bounds_stats']) == {'gpu_sum', 'slower_sum'}
+
+
+def test_validation_splits_networks_by_their_largest_piece(table_path, space):
+    """validate reports table and FLOPs errors apart for networks one piece decides (at
+    800x1333: one attention DSM at stride 4, which FLOPs scale well) and for the others."""
+    import runpy
+    mix_split = runpy.run_path(str(LATENCY_TOOL))['mix_split']
+    table = LatencyTable.load(table_path)
+    rows = [dict(arch=a, predicted_ms=table.predict(a), measured_ms=1.1 * table.predict(a),
+                 flops_ms=1.0) for a in feasible_archs(table, space, count=4)]
+    split = mix_split(table, rows)
+    assert list(split) == ['largest piece < 50%'] and split['largest piece < 50%']['count'] == 4
+    assert split['largest piece < 50%']['table']['median_error'] == pytest.approx(0.1 / 1.1)
+    stem = next(k for k in table.plan(rows[0]['arch']).order if k.startswith('fixed'))
+    table.data['entries'][stem]['ms'] *= 1e4  # now every network is mostly its stem
+    assert list(mix_split(table, rows)) == ['largest piece >= 50%']
 
 
 def test_tool_build_stopped_by_sigterm_keeps_its_progress(tmp_path):
