@@ -1,6 +1,7 @@
 """The latency model (uninet_mm/search/latency.py), its tool and the latency reward, on a tiny
 space at a tiny size (one timed run per piece: seconds, not minutes)."""
 import json
+import os
 import random
 import subprocess
 import sys
@@ -478,10 +479,14 @@ def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, tabl
     assert done['complete'] and len(done['rows']) == networks
     assert [len(r['samples_ms']) for r in done['rows']] == [2] * networks
     assert done['rows'][0]['samples_ms'][0] == stopped['progress']['samples'][0][0]
-    # a finished validation is reported again from its samples, without timing anything
+    # a finished validation is reported again from its samples, without timing anything,
+    # and with the load average of the sittings that timed it, not of this one
+    monkeypatch.setattr(os, 'getloadavg', lambda: (9.0, 9.0, 9.0))
     assert tool['main'](command + ['--resume']) == 0
     assert len(timed) == 2 * networks
-    assert json.loads(out.read_text())['rows'] == done['rows']
+    again = json.loads(out.read_text())
+    assert again['rows'] == done['rows'] and again['load_average'] == done['load_average']
+    assert 9.0 not in done['load_average']
 
 
 def test_the_tools_time_left_comes_from_the_predictions_and_samples(tmp_path, table_path,

@@ -283,7 +283,9 @@ def validate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     seconds_before = state['measure_seconds']
-    load_before = os.getloadavg()
+    # the load around the sitting(s) that timed; a finished validation reported again keeps it
+    state.setdefault('load_average_before', [round(v, 2) for v in os.getloadavg()])
+    timed_before = sum(map(len, state['samples'])) + sum(f is not None for f in state['flops'])
     print(f'measuring {len(archs)} whole networks ({args.warmup} warm-up, {args.repeats} '
           f'interleaved rounds)...', flush=True)
     # Each unfinished network runs its warm-up and missing rounds, and once more to count FLOPs.
@@ -329,7 +331,10 @@ def validate(args: argparse.Namespace) -> int:
         return 130
     seconds = state['measure_seconds']
     flops = state['flops']
-    load = [round(v, 2) for v in load_before + os.getloadavg()]
+    if ('load_average_after' not in state or timed_before
+            < sum(map(len, state['samples'])) + sum(f is not None for f in state['flops'])):
+        state['load_average_after'] = [round(v, 2) for v in os.getloadavg()]
+    load = state['load_average_before'] + state['load_average_after']
     rows = []
     for arch, result, f in zip(archs, measured, flops):
         samples = result['samples']
