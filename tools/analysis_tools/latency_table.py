@@ -248,10 +248,6 @@ def validate(args: argparse.Namespace) -> int:
                            num_archs=len(sampled), repeats=args.repeats, warmup=args.warmup,
                            statistic=table.statistic, archs=archs))
     state = dict(samples=[[] for _ in archs], flops=[None] * len(archs), measure_seconds=0.0)
-    if args.flops_from:
-        state['flops'] = earlier_flops(args.flops_from, archs, settings)
-        print(f'  FLOPs of {sum(f is not None for f in state["flops"])} of {len(archs)} '
-              f'networks taken from {args.flops_from}')
     out = Path(args.out) if args.out else None
     if out is not None and out.exists():
         previous = json.loads(out.read_text())
@@ -273,6 +269,11 @@ def validate(args: argparse.Namespace) -> int:
     elif args.resume:
         print(f'--resume: {out} does not exist', file=sys.stderr)
         return 2
+    if args.flops_from:  # fills the counts a (resumed) validation still lacks
+        earlier = earlier_flops(args.flops_from, archs, settings)
+        taken = sum(f is None and e is not None for f, e in zip(state['flops'], earlier))
+        state['flops'] = [e if f is None else f for f, e in zip(state['flops'], earlier)]
+        print(f'  FLOPs of {taken} of {len(archs)} networks taken from {args.flops_from}')
     last_save = [0.0]
 
     def save_progress(force: bool = False) -> None:
