@@ -20,7 +20,8 @@ from uninet_mm.search.config import SearchConfigError, check_search_config
 from uninet_mm.search.latency import (CL, InfeasibleArchError, LatencyError, LatencySettingsError,
                                       LatencyTable, MissingEntryError, Piece, Timer,
                                       check_settings, error_stats, fit_flops_scale, layout_of,
-                                      measure_networks, pipelined_ms, spearman)
+                                      measure_networks, pipelined_ms,
+                                      sample_feasible_archs, spearman)
 from uninet_mm.search.driver import SearchDriver
 from uninet_mm.search.embedded import run_embedded
 from uninet_mm.search.records import read_log
@@ -66,13 +67,7 @@ def table_path(tmp_path_factory, space) -> str:
 
 
 def feasible_archs(table, space, count=8, seed=0):
-    rng = random.Random(seed)
-    archs = []
-    while len(archs) < count:
-        arch = space.decode(space.sample(rng))
-        if table.infeasible_reason(arch) is None:
-            archs.append(arch)
-    return archs
+    return sample_feasible_archs(table, space, count, seed)[0]
 
 
 def mlp_arch(space):

@@ -191,8 +191,8 @@ def earlier_flops(path: str, archs: List[Any], settings: Dict[str, Any]
         if identity.get(key) != settings[key]:
             raise LatencyError(f'--flops-from {path} counted FLOPs at {key} '
                                f'{identity.get(key)!r}, not {settings[key]!r}')
-    counted = {json.dumps(normalized(r['arch']), sort_keys=True): r['flops'] for r in rows}
-    return [counted.get(json.dumps(normalized(a), sort_keys=True)) for a in archs]
+    counted = {json.dumps(r['arch'], sort_keys=True): r['flops'] for r in rows}
+    return [counted.get(json.dumps(a, sort_keys=True)) for a in archs]  # tuples dump as lists
 
 
 def normalized(value: Any) -> Any:
@@ -286,7 +286,10 @@ def validate(args: argparse.Namespace) -> int:
     seconds_before = state['measure_seconds']
     # the load around the sitting(s) that timed; a finished validation reported again keeps it
     state.setdefault('load_average_before', [round(v, 2) for v in os.getloadavg()])
-    timed_before = sum(map(len, state['samples'])) + sum(f is not None for f in state['flops'])
+
+    def runs_done() -> int:
+        return sum(map(len, state['samples'])) + sum(f is not None for f in state['flops'])
+    timed_before = runs_done()
     print(f'measuring {len(archs)} whole networks ({args.warmup} warm-up, {args.repeats} '
           f'interleaved rounds)...', flush=True)
     # Each unfinished network runs its warm-up and missing rounds, and once more to count FLOPs.
@@ -332,8 +335,7 @@ def validate(args: argparse.Namespace) -> int:
         return 130
     seconds = state['measure_seconds']
     flops = state['flops']
-    if ('load_average_after' not in state or timed_before
-            < sum(map(len, state['samples'])) + sum(f is not None for f in state['flops'])):
+    if 'load_average_after' not in state or runs_done() > timed_before:
         state['load_average_after'] = [round(v, 2) for v in os.getloadavg()]
     load = state['load_average_before'] + state['load_average_after']
     rows = []

@@ -813,10 +813,10 @@ class LatencyTable:
         archs, and a search refuses it. Returns self."""
         if self.data['entries']:
             raise LatencyError('keep_pieces_of: the table has measured pieces already')
-        kept = set()
+        covered, kept = set(self.data['pieces']), set()
         for arch in archs:
             keys = set(self.plan(arch).pieces)
-            if keys <= set(self.data['pieces']):
+            if keys <= covered:
                 kept |= keys
         self.data['pieces'] = {k: v for k, v in self.data['pieces'].items() if k in kept}
         self.data['validation_sample'] = dict(label)
