@@ -19,7 +19,7 @@ from uninet_mm.models.backbones.uninet import UniNet
 from uninet_mm.search.config import SearchConfigError, check_search_config
 from uninet_mm.search.latency import (CL, InfeasibleArchError, LatencyError, LatencySettingsError,
                                       LatencyTable, MissingEntryError, Piece, Timer,
-                                      check_settings, error_stats, fit_flops_scale, layout_of,
+                                      check_settings, error_stats, fit_scale, layout_of,
                                       measure_networks, pipelined_ms,
                                       sample_feasible_archs, spearman)
 from uninet_mm.search.driver import SearchDriver
@@ -335,7 +335,7 @@ def test_whole_network_timing_and_statistics(table_path, space):
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
     stats = error_stats([105, 80, 100], [100, 100, 100])
     assert stats['within'] == pytest.approx(2 / 3) and stats['median_error'] == pytest.approx(0.05)
-    assert fit_flops_scale([1e9, 2e9, 4e9], [10, 30, 40]) == pytest.approx(1e-8)
+    assert fit_scale([1e9, 2e9, 4e9], [10, 30, 40]) == pytest.approx(1e-8)
 
 
 # ------------------------------------------------------------------------------- the tool
@@ -376,7 +376,8 @@ def test_tool_build_resume_and_validate(tmp_path):
     row = data['rows'][0]
     assert row['flops_ms'] == pytest.approx(data['flops_k_ms_per_mac'] * row['flops'])
     assert data['bounds_stats'] == {}
-    assert 'largest piece' in valid.stdout
+    assert 'largest piece' in valid.stdout and 'table x c' in valid.stdout
+    assert data['scaled_table']['stats']['count'] == 4
     assert sum(g['count'] for g in data['mix_stats'].values()) == 4
     for group in data['mix_stats'].values():
         assert group['table']['count'] == group['flops']['count'] == group['count']
@@ -407,6 +408,23 @@ def test_validation_splits_networks_by_their_largest_piece(table_path, space):
     stem = next(k for k in table.plan(rows[0]['arch']).order if k.startswith('fixed'))
     table.data['entries'][stem]['ms'] *= 1e4  # now every network is mostly its stem
     assert list(mix_split(table, rows)) == ['largest piece >= 50%']
+
+
+def test_validation_scales_the_table_as_the_flops_baseline_is_scaled():
+    """The diagnostic row: c x table with c fitted on the measured networks, as k is for
+    FLOPs. A machine 10 % faster for every network is one c, and leaves no error."""
+    import runpy
+    scaled_table_stats = runpy.run_path(str(LATENCY_TOOL))['scaled_table_stats']
+    predicted = [100.0, 200.0, 400.0, 800.0, 50.0]
+    rows = [dict(predicted_ms=p, measured_ms=0.9 * p) for p in predicted]
+    scaled = scaled_table_stats(rows)
+    assert scaled['scale'] == pytest.approx(0.9)
+    assert scaled['stats']['median_error'] == pytest.approx(0.0, abs=1e-12)
+    assert scaled['stats']['within'] == 1.0
+    rows[0]['measured_ms'] = 150.0  # one network the table spaces wrongly stays wrong
+    scaled = scaled_table_stats(rows)
+    assert scaled['scale'] == pytest.approx(0.9)
+    assert scaled['stats']['within'] == pytest.approx(0.8)
 
 
 def test_tool_build_stopped_by_sigterm_keeps_its_progress(tmp_path):
@@ -482,6 +500,13 @@ def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, tabl
     again = json.loads(out.read_text())
     assert again['rows'] == done['rows'] and again['load_average'] == done['load_average']
     assert 9.0 not in done['load_average']
+    assert again['measure_seconds'] == done['measure_seconds']
+    # ... also one written before progress kept the load: its report's load average stands
+    for key in ('load_average_before', 'load_average_after'):
+        del done['progress'][key]
+    out.write_text(json.dumps(done))
+    assert tool['main'](command + ['--resume']) == 0
+    assert json.loads(out.read_text())['load_average'] == done['load_average']
 
 
 def test_the_tools_time_left_comes_from_the_predictions_and_samples(tmp_path, table_path,

@@ -28,7 +28,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from uninet_mm.search.latency import (DRIFT_FACTOR, STATISTICS, LatencyError, LatencyTable,
-                                      error_stats, fit_flops_scale, measure_networks,
+                                      error_stats, fit_scale, measure_networks,
                                       sample_feasible_archs, write_json_atomic)
 from uninet_mm.search.space import SearchSpace
 from uninet_mm.utils.plain import to_plain
@@ -264,6 +264,10 @@ def validate(args: argparse.Namespace) -> int:
                       f'and --warmup, or choose another --out', file=sys.stderr)
                 return 2
             state = previous['progress']
+            if previous.get('complete') and 'load_average_before' not in state:
+                # written before progress kept the load: the report's own numbers stand
+                load = previous['load_average']
+                state.update(load_average_before=load[:3], load_average_after=load[3:])
             print(f'continuing {out}: {sum(map(len, state["samples"]))} of '
                   f'{len(archs) * args.repeats} timed runs done')
     elif args.resume:
@@ -312,7 +316,8 @@ def validate(args: argparse.Namespace) -> int:
                                     statistic=table.statistic,
                                     samples=state['samples'],
                                     on_sample=lambda _: save_progress())
-        state['measure_seconds'] = seconds_before + time.perf_counter() - start
+        if runs_done() > timed_before:  # a finished validation reported again keeps its time
+            state['measure_seconds'] = seconds_before + time.perf_counter() - start
         threads = torch.get_num_threads()
         if settings['threads']:
             torch.set_num_threads(settings['threads'])
@@ -348,7 +353,7 @@ def validate(args: argparse.Namespace) -> int:
                          predicted_ms=table.predict(arch), measured_ms=result['ms'],
                          samples_ms=samples, flops=f, repeat_diff=repeat_diff))
     n = len(sampled)
-    k = fit_flops_scale([r['flops'] for r in rows[:n]], [r['measured_ms'] for r in rows[:n]])
+    k = fit_scale([r['flops'] for r in rows[:n]], [r['measured_ms'] for r in rows[:n]])
     for row in rows:
         row['flops_ms'] = k * row['flops']
     print(f'\n{"#":>3} {"GMAC":>8} {"measured":>10} {"table":>10} {"err":>7} {"k*FLOPs":>10} '
@@ -393,6 +398,12 @@ def validate(args: argparse.Namespace) -> int:
               f'{100 * flops_only["within"]:.1f}%, {100 * flops_only["median_error"]:.2f}%')
     print(f'  repeatability (median of the first vs the second half of the rounds, same '
           f'network): median {100 * statistics.median(repeat):.2f}%, max {100 * max(repeat):.2f}%')
+    scaled = scaled_table_stats(rows[:n])
+    print(f'  the table x c, one scale fitted on these networks as k is (a diagnostic; c = '
+          f'{scaled["scale"]:.3f}: a change of the machine\'s speed since the build, or a bias '
+          f'the table shares across networks): '
+          f'{100 * scaled["stats"]["within"]:.1f}% within +-10%, median error '
+          f'{100 * scaled["stats"]["median_error"]:.2f}%')
     for name, reason in not_covered.items():
         print(f'  {name.upper()}: not predicted: {reason}')
     print(f'  whole networks measured in {fmt_seconds(seconds)}; load average (1, 5, 15 min) '
@@ -403,7 +414,7 @@ def validate(args: argparse.Namespace) -> int:
             complete=True, plan=plan, progress=state,
             table=args.table, identity=table.identity, config=args.config, seed=args.seed,
             num_archs=n, rows=rows, table_stats=table_stats, flops_stats=flops_stats,
-            bounds_stats=bounds_stats, mix_stats=mix_stats,
+            bounds_stats=bounds_stats, mix_stats=mix_stats, scaled_table=scaled,
             flops_k_ms_per_mac=k, infeasible_skipped=infeasible, not_covered=not_covered,
             measure_seconds=seconds, load_average=load,
             environment=table.data['environment']))
@@ -431,6 +442,18 @@ def mix_split(table: LatencyTable, rows: List[Dict[str, Any]]) -> Dict[str, Dict
                        flops=error_stats([r['flops_ms'] for r in group],
                                          [r['measured_ms'] for r in group]))
             for name, group in sorted(groups.items())}
+
+
+def scaled_table_stats(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The table given the FLOPs baseline's advantage: one scale c fitted on the measured
+    networks (``scale``, the median of measured / predicted, as k is fitted) and the errors
+    of c x table (``stats``). c < 1: the networks ran faster than predicted, all alike (the
+    machine sped up since the build, or the table is biased); the errors left are how the
+    table ranks and spaces the networks."""
+    predicted = [r['predicted_ms'] for r in rows]
+    measured = [r['measured_ms'] for r in rows]
+    scale = fit_scale(predicted, measured)
+    return dict(scale=scale, stats=error_stats([scale * p for p in predicted], measured))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1266,7 +1266,7 @@ def error_stats(predicted: Sequence[float], measured: Sequence[float],
                 count=len(rel))
 
 
-def fit_flops_scale(flops: Sequence[float], measured: Sequence[float]) -> float:
-    """k of the FLOPs baseline ``latency = k * FLOPs``: the median of measured / FLOPs (the
-    k that makes the median relative error smallest, fitted on the same architectures)."""
-    return statistics.median(m / f for m, f in zip(measured, flops))
+def fit_scale(predictor: Sequence[float], measured: Sequence[float]) -> float:
+    """k of ``latency = k * predictor`` (k of the FLOPs baseline ``k * FLOPs``): the median of
+    measured / predictor, fitted on the same architectures it is then judged on."""
+    return statistics.median(m / f for m, f in zip(measured, predictor))
