@@ -3,6 +3,7 @@ space at a tiny size (one timed run per piece: seconds, not minutes)."""
 import json
 import os
 import random
+import runpy
 import subprocess
 import sys
 import time
@@ -342,6 +343,11 @@ def test_whole_network_timing_and_statistics(table_path, space):
 LATENCY_TOOL = REPO / 'tools' / 'analysis_tools' / 'latency_table.py'
 
 
+def latency_tool() -> dict:
+    """The tool's functions, loaded afresh (tests patch its globals)."""
+    return runpy.run_path(str(LATENCY_TOOL))
+
+
 def tiny_search_config(tmp_path: Path) -> Path:
     """A search config: the built-in search with the tiny space."""
     config = tmp_path / 'tiny_search.py'
@@ -397,8 +403,7 @@ def test_tool_build_resume_and_validate(tmp_path):
 def test_validation_splits_networks_by_their_largest_piece(table_path, space):
     """validate reports table and FLOPs errors apart for networks one piece decides (at
     800x1333: one attention DSM at stride 4, which FLOPs scale well) and for the others."""
-    import runpy
-    mix_split = runpy.run_path(str(LATENCY_TOOL))['mix_split']
+    mix_split = latency_tool()['mix_split']
     table = LatencyTable.load(table_path)
     rows = [dict(arch=a, predicted_ms=table.predict(a), measured_ms=1.1 * table.predict(a),
                  flops_ms=1.0) for a in feasible_archs(table, space, count=4)]
@@ -413,8 +418,7 @@ def test_validation_splits_networks_by_their_largest_piece(table_path, space):
 def test_validation_scales_the_table_as_the_flops_baseline_is_scaled():
     """The diagnostic row: c x table with c fitted on the measured networks, as k is for
     FLOPs. A machine 10 % faster for every network is one c, and leaves no error."""
-    import runpy
-    scaled_table_stats = runpy.run_path(str(LATENCY_TOOL))['scaled_table_stats']
+    scaled_table_stats = latency_tool()['scaled_table_stats']
     predicted = [100.0, 200.0, 400.0, 800.0, 50.0]
     rows = [dict(predicted_ms=p, measured_ms=0.9 * p) for p in predicted]
     scaled = scaled_table_stats(rows)
@@ -456,9 +460,8 @@ def test_stopped_validation_resumes_without_timing_anything_twice(tmp_path, tabl
                                                                  monkeypatch, capsys):
     """At detection sizes on a CPU a validation takes hours: with --out it keeps its progress,
     and --resume continues it with the same plan (and refuses another one)."""
-    import runpy
     import signal
-    tool = runpy.run_path(str(LATENCY_TOOL))
+    tool = latency_tool()
     config = tiny_search_config(tmp_path)
     out = tmp_path / 'validation.json'
     command = ['validate', str(config), '--table', table_path, '--num-archs', '3',
@@ -514,8 +517,7 @@ def test_the_tools_time_left_comes_from_the_predictions_and_samples(tmp_path, ta
     """Runs differ 1000x in length at detection sizes, so the time left printed during a
     validation is the table's prediction (then the samples' median) of the runs still to go,
     not the count of runs extrapolated."""
-    import runpy
-    tool = runpy.run_path(str(LATENCY_TOOL))
+    tool = latency_tool()
     progress = tool['Progress']('timed', interval=0.0, seconds_left=lambda: 7200.0)
     progress(1, 1000)
     assert 'about 2.0 h left' in capsys.readouterr().out
@@ -732,8 +734,7 @@ def test_pieces_whose_passes_disagree_are_reported(tmp_path, space, capsys):
     assert list(drifted) == [keys[1]] and drifted[keys[1]] == pytest.approx((10.25, 21.25))
     path = tmp_path / 'drifted.json'
     table.save(str(path))
-    import runpy
-    tool = runpy.run_path(str(LATENCY_TOOL))
+    tool = latency_tool()
     assert tool['main'](['build', str(tiny_search_config(tmp_path)), '--input-size', '32x48',
                          '--repeats', '6', '--passes', '3', '--warmup', '0', '--extra-archs',
                          '--out', str(path), '--resume']) == 0
@@ -800,8 +801,7 @@ def test_a_validation_sample_table_times_only_its_networks_pieces(tmp_path, tabl
     """``build --validation-sample N --seed S`` times only what ``validate --num-archs N --seed
     S`` runs: validating a device at 800x1333 costs a fraction of a full build. Such a table
     validates with its own sample only, resumes only as such, and a search refuses it."""
-    import runpy
-    tool = runpy.run_path(str(LATENCY_TOOL))
+    tool = latency_tool()
     config = tiny_search_config(tmp_path)
     out = tmp_path / 'sample.json'
     build = ['build', str(config), '--input-size', '32x48', '--repeats', '1', '--warmup', '0',
